@@ -1,0 +1,1 @@
+"""quiesce: make multi-process and multi-thread programs terminate correctly and gracefully."""
