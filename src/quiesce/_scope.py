@@ -1,0 +1,301 @@
+"""Scope: structured ownership of threads, processes and subprocesses.
+
+Nothing a scope starts outlives it. The scope's token is a child of the
+token current where it is created (an enclosing scope body or worker, else
+the process root), so a stop anywhere above reaches every worker below.
+Any stop of that token (``scope.stop()``, leaving the block, a worker's
+failure, a signal or an outer scope) starts the ladder once, in a thread of
+its own; ``join`` and ``__exit__`` wait for it. ``stop()`` itself never
+blocks, so a worker may call it on its own scope.
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+import multiprocessing
+import os
+import threading
+import weakref
+from collections.abc import Callable
+from contextvars import Token as ContextToken
+from multiprocessing.context import BaseContext
+from types import TracebackType
+from typing import Any, Literal, final
+
+from quiesce import _validate
+from quiesce._context import _current, current_token
+from quiesce._errors import Stopped
+from quiesce._ladder import run_ladder
+from quiesce._process_worker import ProcessWorker, pickle_target
+from quiesce._token import StopToken
+from quiesce._worker import ThreadWorker, Worker, WorkerReport
+
+log = logging.getLogger("quiesce")
+
+_live_scopes: weakref.WeakSet[Scope] = weakref.WeakSet()
+_scope_ids = itertools.count(1)
+
+StopOrigin = Literal["self", "failure", "above"]
+
+
+def _resolve_context(mp_context: object) -> BaseContext:
+    if mp_context is None:
+        return multiprocessing.get_context()
+    if isinstance(mp_context, str):
+        try:
+            return multiprocessing.get_context(mp_context)
+        except ValueError:
+            raise ValueError(
+                f"mp_context: unknown start method {mp_context!r}; choose one of "
+                f"{multiprocessing.get_all_start_methods()}"
+            ) from None
+    if isinstance(mp_context, BaseContext):
+        return mp_context
+    raise TypeError(
+        "mp_context must be None, a start method name or a multiprocessing context, "
+        f"not {type(mp_context).__name__}"
+    )
+
+
+@final
+class Scope:
+    """Owns workers; leaving the block stops whatever still runs, by the ladder."""
+
+    def __init__(self, grace: float = 5.0, kill_after: float = 2.0, name: str | None = None,
+                 interrupt_threads: bool = False, mp_context: BaseContext | str | None = None,
+                 token: StopToken | None = None) -> None:
+        self._grace = _validate.required_seconds("grace", grace)
+        self._kill_after = _validate.required_seconds("kill_after", kill_after)
+        if name is not None and not isinstance(name, str):
+            raise TypeError(f"name must be a str or None, not {type(name).__name__}")
+        if token is not None and not isinstance(token, StopToken):
+            raise TypeError(f"token must be a StopToken or None, not {type(token).__name__}")
+        self._mp_context = _resolve_context(mp_context)
+        self.name = name or f"scope-{next(_scope_ids)}"
+        self._interrupt_threads = bool(interrupt_threads)
+        self._token = (token if token is not None else current_token()).child()
+        self._lock = threading.RLock()
+        self._changed = threading.Condition(self._lock)
+        self._hurry = threading.Event()
+        self._workers: list[Worker] = []
+        self._errors: list[BaseException] = []
+        self._errors_raised = False
+        self._origin: StopOrigin | None = None
+        self._ladder_done = threading.Event()
+        self._ladder_started = False
+        self._entered = False
+        self._context_token: ContextToken[StopToken | None] | None = None
+        self._worker_ids = itertools.count(1)
+        ref = weakref.ref(self)
+        self._token.on_stop(lambda: _call_weak(ref, Scope._begin_ladder))
+        _live_scopes.add(self)
+
+    # -- public API ---------------------------------------------------------
+    @property
+    def token(self) -> StopToken:
+        return self._token
+
+    @property
+    def workers(self) -> list[Worker]:
+        with self._lock:
+            return list(self._workers)
+
+    def thread(self, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> Worker:
+        """Run ``fn(*args, **kwargs)`` in a daemon thread this scope joins."""
+        _validate.callable_target("fn", fn)
+        with self._lock:
+            self._check_open()
+            return self._adopt(ThreadWorker(self, self._worker_name(fn), fn, args, kwargs))
+
+    def process(self, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> Worker:
+        """Run ``fn(*args, **kwargs)`` in a child process whose whole tree this scope ends."""
+        _validate.callable_target("fn", fn)
+        payload = pickle_target(fn, args, kwargs)
+        with self._lock:
+            self._check_open()
+            worker = ProcessWorker(self, self._worker_name(fn), payload, self._mp_context)
+            return self._adopt(worker)
+
+    def join(self, timeout: float | None = None) -> bool:
+        """Wait for every worker to end; raise their errors, or Stopped if stopped from above.
+
+        Returns False if ``timeout`` passed first, True otherwise.
+        """
+        timeout = _validate.seconds("timeout", timeout, allow_none=True)
+        with self._changed:
+            if not self._changed.wait_for(self._all_ended, timeout):
+                return False
+        if self._ladder_started:
+            self._ladder_done.wait()
+        self._raise_outcome()
+        return True
+
+    def stop(self, reason: str | None = None) -> None:
+        """Start the ladder on every worker; returns at once (``join`` waits)."""
+        with self._lock:
+            self._origin = self._origin or "self"
+        self._token.stop(reason or f"scope {self.name!r} stopped")
+
+    def report(self) -> list[WorkerReport]:
+        """For each worker: how it ended and how long it took to stop."""
+        return [w.report() for w in self.workers]
+
+    def __enter__(self) -> Scope:
+        if self._entered:
+            raise RuntimeError(f"scope {self.name!r} was already entered; make a new Scope")
+        self._entered = True
+        self._context_token = _current.set(self._token)
+        return self
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> bool:
+        if self._context_token is not None:
+            _current.reset(self._context_token)
+            self._context_token = None
+        body_error = exc if exc is not None and not isinstance(exc, Stopped) else None
+        with self._lock:
+            self._origin = self._origin or "self"
+        reason = f"scope {self.name!r} exited"
+        if body_error is not None:
+            reason = f"scope {self.name!r} body raised {type(body_error).__name__}"
+        self._token.stop(reason)
+        self._ladder_done.wait()
+        _live_scopes.discard(self)
+        errors = [] if self._errors_raised else list(self._errors)
+        self._errors_raised = True
+        if body_error is not None:
+            if errors:
+                raise BaseExceptionGroup(f"scope {self.name!r} failed", [body_error, *errors])
+            return False
+        if errors:
+            _raise_errors(self.name, errors)
+        if exc is None and self._origin == "above":
+            raise Stopped(self._token.reason)
+        return False
+
+    def __repr__(self) -> str:
+        return f"<Scope {self.name!r} workers={len(self._workers)}>"
+
+    # -- for worker kinds defined elsewhere (popen, pools) -----------------------
+    def _adopt(self, worker: Worker) -> Worker:
+        """Register and start ``worker``; on failure to start, forget it and re-raise."""
+        with self._lock:
+            self._check_open()
+            self._workers.append(worker)
+        try:
+            worker._start()  # type: ignore[attr-defined]
+        except BaseException:
+            with self._lock:
+                self._workers.remove(worker)
+            raise
+        return worker
+
+    def _worker_name(self, fn: object) -> str:
+        label = getattr(fn, "__qualname__", None) or type(fn).__name__
+        return f"{self.name}/{label}-{next(self._worker_ids)}"
+
+    # -- internals ------------------------------------------------------------------
+    def _check_open(self) -> None:
+        if self._token.stopped:
+            raise RuntimeError(f"scope {self.name!r} is stopping or closed; it takes no new work")
+
+    def _all_ended(self) -> bool:
+        return all(not w.alive or w.ended_by == "abandoned" for w in self._workers)
+
+    def _worker_ended(self, worker: Worker) -> None:
+        failed = worker.ended_by == "failed" and worker.exception is not None
+        with self._changed:
+            if failed and worker.exception is not None:
+                self._errors.append(worker.exception)
+                self._origin = self._origin or "failure"
+            self._changed.notify_all()
+        if failed:
+            exc = worker.exception
+            self._token.stop(f"worker {worker.name!r} failed: {type(exc).__name__}: {exc}")
+
+    def _begin_ladder(self) -> None:
+        with self._lock:
+            if self._ladder_started:
+                return
+            self._ladder_started = True
+            self._origin = self._origin or "above"
+        threading.Thread(target=self._run_ladder, name=f"quiesce-ladder-{self.name}",
+                         daemon=True).start()
+
+    def _run_ladder(self) -> None:
+        try:
+            run_ladder(self.workers, grace=self._grace, kill_after=self._kill_after,
+                       changed=self._changed, hurry=self._hurry, reason=self._token.reason)
+            abandoned = [w.name for w in self.workers if w.ended_by == "abandoned"]
+            if abandoned:
+                log.warning("quiesce: scope %r abandoned threads still running: %s",
+                            self.name, ", ".join(abandoned))
+        finally:
+            self._ladder_done.set()
+            with self._changed:
+                self._changed.notify_all()
+
+    def _stop_worker(self, worker: Worker, reason: str | None) -> None:
+        worker._token.stop(reason or f"worker {worker.name!r} stopped")
+
+        def ladder() -> None:
+            run_ladder([worker], grace=self._grace, kill_after=self._kill_after,
+                       changed=self._changed, hurry=self._hurry, reason=worker._token.reason)
+
+        threading.Thread(target=ladder, name=f"quiesce-ladder-{worker.name}", daemon=True).start()
+
+    def _raise_outcome(self) -> None:
+        if self._errors and not self._errors_raised:
+            self._errors_raised = True
+            _raise_errors(self.name, list(self._errors))
+        if self._origin == "above" and self._token.stopped:
+            raise Stopped(self._token.reason)
+
+    def _hurry_ladder(self) -> None:
+        """Skip what remains of the current grace (a second signal)."""
+        self._hurry.set()
+        with self._changed:
+            self._changed.notify_all()
+
+
+def _raise_errors(name: str, errors: list[BaseException]) -> None:
+    if len(errors) == 1:
+        raise errors[0]
+    raise BaseExceptionGroup(f"{len(errors)} workers of scope {name!r} failed", errors)
+
+
+def _call_weak(ref: weakref.ref[Scope], method: Callable[[Scope], None]) -> None:
+    scope = ref()
+    if scope is not None:
+        method(scope)
+
+
+def live_scopes() -> list[Scope]:
+    return list(_live_scopes)
+
+
+def hurry_all_scopes() -> None:
+    """Every live scope skips the rest of its grace (used by a second signal)."""
+    for scope in live_scopes():
+        scope._hurry_ladder()
+
+
+def _stop_all_at_exit() -> None:
+    """Before the interpreter joins threads and processes: end every open scope."""
+    for scope in live_scopes():
+        try:
+            scope._token.stop("interpreter exiting")
+            scope._ladder_done.wait()
+        except Exception:
+            log.exception("quiesce: stopping scope %r at exit failed", scope.name)
+
+
+def _forget_inherited_scopes() -> None:
+    # A forked child holds copies of its parent's scopes: they own nothing here.
+    global _live_scopes
+    _live_scopes = weakref.WeakSet()
+
+
+threading._register_atexit(_stop_all_at_exit)  # type: ignore[attr-defined]
+os.register_at_fork(after_in_child=_forget_inherited_scopes)

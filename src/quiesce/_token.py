@@ -1,0 +1,183 @@
+"""StopToken: a one-shot, cooperative stop request for threads and processes."""
+
+from __future__ import annotations
+
+import itertools
+import logging
+import threading
+import weakref
+from collections.abc import Callable
+from typing import Any, final
+
+from quiesce import _validate
+from quiesce._errors import Stopped
+from quiesce._token_core import LocalCore, SharedCore
+
+log = logging.getLogger("quiesce")
+
+_ids = itertools.count(1)
+
+
+@final
+class StopHandle:
+    """Returned by ``StopToken.on_stop``; ``cancel()`` removes the callback."""
+
+    __slots__ = ("_key", "_token")
+
+    def __init__(self, token: StopToken, key: int) -> None:
+        # A weak reference: a handle kept by a child token's finalizer must
+        # not keep its parent alive.
+        self._token: weakref.ref[StopToken] | None = weakref.ref(token)
+        self._key = key
+
+    def cancel(self) -> bool:
+        """Remove the callback; False if it already ran or was cancelled."""
+        ref, self._token = self._token, None
+        token = ref() if ref is not None else None
+        return token is not None and token._remove_callback(self._key)
+
+
+@final
+class StopToken:
+    """A one-shot stop request, shared by threads and by child processes.
+
+    Pass it to a thread or to a ``multiprocessing.Process`` (any start
+    method) as an argument; ``stop()`` from any of them reaches all of them.
+    ``stopped`` is a plain memory read; ``wait()`` and ``fileno()`` wake at
+    once when the token is stopped, whoever stopped it.
+    """
+
+    __slots__ = ("__weakref__", "_callbacks", "_core", "_fired", "_lock", "_watched")
+
+    def __init__(self) -> None:
+        self._setup(SharedCore())
+
+    @classmethod
+    def _local(cls) -> StopToken:
+        """A token that never crosses a process boundary (cheap: thread-pool tasks)."""
+        token = cls.__new__(cls)
+        token._setup(LocalCore())
+        return token
+
+    def _setup(self, core: SharedCore | LocalCore) -> None:
+        self._core = core
+        self._lock = threading.Lock()
+        self._callbacks: dict[int, Callable[[], object]] = {}
+        self._fired = False
+        self._watched = False
+
+    # -- the request -------------------------------------------------------
+    def stop(self, reason: str | None = None) -> None:
+        """Request a stop; idempotent, the first reason given is kept."""
+        if reason is not None and not isinstance(reason, str):
+            raise TypeError(f"reason must be a str or None, not {type(reason).__name__}")
+        self._core.set(reason)
+        self._fire()
+
+    @property
+    def stopped(self) -> bool:
+        return self._core.is_set()
+
+    @property
+    def reason(self) -> str | None:
+        return self._core.reason()
+
+    def wait(self, timeout: float | None = None) -> bool:
+        """Sleep until stopped (True) or until ``timeout`` seconds pass (False)."""
+        timeout = _validate.seconds("timeout", timeout, allow_none=True)
+        if self._core.wait(timeout):
+            self._fire()  # a stop from another process: run local callbacks now
+            return True
+        return False
+
+    def raise_if_stopped(self) -> None:
+        if self._core.is_set():
+            raise Stopped(self._core.reason())
+
+    def fileno(self) -> int:
+        """An fd that becomes readable once the token is stopped (for select)."""
+        return self._core.fileno()
+
+    # -- callbacks and children -----------------------------------------------
+    def on_stop(self, callback: Callable[[], object]) -> StopHandle:
+        """Run ``callback()`` once on stop, in the stopping thread (at once if stopped).
+
+        A stop made by another process runs it in quiesce's watcher thread.
+        """
+        _validate.callable_target("callback", callback)
+        key = next(_ids)
+        with self._lock:
+            if not self._fired:
+                self._callbacks[key] = callback
+                if self._core.shared and not self._watched:
+                    self._watched = True
+                    from quiesce._token_watch import watcher
+
+                    watcher().watch(self)
+                return StopHandle(self, key)
+        _run_callback(callback)
+        return StopHandle(self, key)
+
+    def child(self) -> StopToken:
+        """A new token that stops when this one stops (never the reverse)."""
+        return self._child(StopToken())
+
+    def _child_local(self) -> StopToken:
+        return self._child(StopToken._local())
+
+    def _child(self, child: StopToken) -> StopToken:
+        # The parent holds the child weakly and neither holds itself, so no
+        # reference cycle delays closing a token's fds until a gc pass.
+        child_ref = weakref.ref(child)
+        core = self._core
+
+        def propagate() -> None:
+            target = child_ref()
+            if target is not None:
+                target.stop(core.reason())
+
+        handle = self.on_stop(propagate)
+        weakref.finalize(child, handle.cancel)
+        return child
+
+    def _remove_callback(self, key: int) -> bool:
+        with self._lock:
+            return self._callbacks.pop(key, None) is not None
+
+    def _fire(self) -> None:
+        """Run the local callbacks once (the flag may have been set elsewhere)."""
+        if self._fired:
+            return
+        with self._lock:
+            if self._fired:
+                return
+            self._fired = True
+            callbacks = list(self._callbacks.values())
+            self._callbacks.clear()
+        for callback in callbacks:
+            _run_callback(callback)
+
+    def _is_shared(self) -> bool:
+        return self._core.shared
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (_rebuild_token, (self._core.reduce(),))
+
+    def __repr__(self) -> str:
+        state = f"stopped reason={self.reason!r}" if self.stopped else "running"
+        kind = "" if self._core.shared else " local"
+        return f"<StopToken{kind} {state}>"
+
+
+def _rebuild_token(core_args: tuple[Any, ...]) -> StopToken:
+    rebuild, args = core_args
+    token = StopToken.__new__(StopToken)
+    token._setup(rebuild(*args))
+    return token
+
+
+def _run_callback(callback: Callable[[], object]) -> None:
+    try:
+        callback()
+    except Exception:
+        log.exception("quiesce: a StopToken.on_stop callback raised")
