@@ -19,6 +19,8 @@ from collections.abc import Iterator
 import psutil
 import pytest
 
+pytest_plugins = ["pytester"]
+
 TEST_TAG_ENV = "QUIESCE_TEST_TAG"
 
 # Long-lived helpers of the test process itself, not started by any one test.

@@ -1,0 +1,287 @@
+"""Scope: owning threads and processes, the ladder, errors, nesting, bad input."""
+
+from __future__ import annotations
+
+import gc
+import math
+import os
+import subprocess
+import sys
+import textwrap
+import threading
+import time
+from pathlib import Path
+
+import pytest
+from targets import (
+    cooperative,
+    current_reason,
+    exit_hard,
+    finally_on_sigterm,
+    ignore_sigterm_forever,
+    loop_forever,
+    quiesce_sleep_forever,
+    raise_after,
+    raise_value_error,
+    return_value,
+)
+
+import quiesce
+from quiesce._scope import Scope
+
+# Loose bound on top of grace + kill_after for process start-up and reaping on a busy machine.
+MARGIN = 8.0
+
+
+def ended(scope: Scope) -> dict[str, str | None]:
+    return {r.name.split("/", 1)[1].rsplit("-", 1)[0]: r.ended_by for r in scope.report()}
+
+
+def test_seed_problem_1_process_looping_forever_is_ended() -> None:
+    started = time.monotonic()
+    with Scope(grace=0.3, kill_after=1.0) as scope:
+        worker = scope.process(loop_forever)
+        time.sleep(0.3)
+        assert worker.alive
+    assert time.monotonic() - started < 0.3 + 0.3 + 1.0 + MARGIN
+    assert not worker.alive
+    # loop_forever never reads a token: SIGTERM (raised as Stopped) ends it.
+    assert worker.ended_by == "terminated"
+
+
+def test_seed_problem_2_thread_looping_forever_is_interrupted() -> None:
+    with Scope(grace=0.2, kill_after=0.2, interrupt_threads=True) as scope:
+        worker = scope.thread(loop_forever)
+        time.sleep(0.1)
+    assert worker.ended_by == "terminated"
+    assert not worker.alive
+
+
+def test_seed_problem_2_flag_and_sleep_wakes_at_once() -> None:
+    """quiesce.sleep(60) in a loop notices the stop immediately, not after 60 s."""
+    with Scope(grace=30, kill_after=1) as scope:
+        thread = scope.thread(quiesce_sleep_forever)
+        process = scope.process(quiesce_sleep_forever)
+        time.sleep(0.5)
+        started = time.monotonic()
+        scope.stop()
+        scope.join()
+    assert time.monotonic() - started < 10  # far below the 30 s grace
+    assert thread.ended_by == "stopped" and process.ended_by == "stopped"
+    reports = {r.kind: r for r in scope.report()}
+    assert reports["thread"].stop_ms is not None and reports["thread"].stop_ms < 5000
+
+
+def test_abandoned_thread_is_reported_and_does_not_block_exit(tmp_path: Path) -> None:
+    script = tmp_path / "prog.py"
+    script.write_text(textwrap.dedent("""
+        import time
+        from quiesce._scope import Scope
+        def forever():
+            while True:
+                time.sleep(0.01)
+        with Scope(grace=0.1, kill_after=0.1) as scope:
+            scope.thread(forever)
+        print([r.ended_by for r in scope.report()])
+    """))
+    started = time.monotonic()
+    out = subprocess.run([sys.executable, str(script)], capture_output=True, text=True,
+                         timeout=30, cwd=tmp_path)
+    assert out.returncode == 0, out.stderr
+    assert "['abandoned']" in out.stdout
+    assert "abandoned threads still running" in out.stderr
+    assert time.monotonic() - started < 20
+
+
+def test_child_ignoring_sigterm_is_killed() -> None:
+    started = time.monotonic()
+    with Scope(grace=0.2, kill_after=0.5) as scope:
+        worker = scope.process(ignore_sigterm_forever)
+        time.sleep(0.5)
+    assert time.monotonic() - started < 0.5 + 0.2 + 0.5 + MARGIN
+    assert worker.ended_by == "killed"
+    assert worker.exitcode == -9
+
+
+def test_cooperative_stop_runs_finally_and_reports_stopped(tmp_path: Path) -> None:
+    thread_marker, process_marker = tmp_path / "t", tmp_path / "p"
+    with Scope(grace=10, kill_after=1) as scope:
+        t = scope.thread(cooperative, str(thread_marker))
+        p = scope.process(cooperative, str(process_marker))
+        time.sleep(0.5)
+    assert thread_marker.read_text() == "cleaned up"
+    assert process_marker.read_text() == "cleaned up"
+    assert (t.ended_by, p.ended_by) == ("stopped", "stopped")
+    assert p.result == "stopped politely" and p.exitcode == 0
+
+
+def test_sigterm_step_raises_stopped_so_finally_runs(tmp_path: Path) -> None:
+    marker = tmp_path / "m"
+    with Scope(grace=0.2, kill_after=10) as scope:
+        worker = scope.process(finally_on_sigterm, str(marker))
+        time.sleep(0.5)
+    assert marker.read_text() == "finally ran"
+    assert worker.ended_by == "terminated"
+
+
+def test_results_come_back_from_threads_and_processes() -> None:
+    with Scope() as scope:
+        t = scope.thread(return_value, 1)
+        p = scope.process(return_value, 2)
+        assert scope.join(timeout=30)
+    assert t.result == {"x": 1, "pid": os.getpid()}
+    assert p.result["x"] == 2 and p.result["pid"] != os.getpid()
+    assert (t.ended_by, p.ended_by) == ("finished", "finished")
+
+
+def test_token_keyword_is_passed_when_declared() -> None:
+    seen: list[quiesce.StopToken] = []
+
+    def target(token: quiesce.StopToken) -> None:
+        seen.append(token)
+        assert quiesce.current_token() is token
+
+    with Scope() as scope:
+        worker = scope.thread(target)
+        scope.join(30)
+    assert seen == [worker.token]
+
+
+def test_worker_exception_stops_siblings_and_is_raised_by_join() -> None:
+    with pytest.raises(ValueError, match="bad input") as info, Scope(grace=5, kill_after=1) as scope:
+        sibling = scope.process(quiesce_sleep_forever)
+        scope.process(raise_value_error, "bad input")
+        scope.join(timeout=60)
+    assert sibling.ended_by == "stopped"  # got the ladder's first step
+    # The child's traceback travels with the exception.
+    assert "raise_value_error" in str(info.value.__cause__)
+
+
+def test_several_failures_make_an_exception_group() -> None:
+    with pytest.raises(BaseExceptionGroup) as info, Scope() as scope:
+        scope.thread(raise_after, 1.0, "one")
+        scope.process(raise_after, 1.0, "two")
+        scope.join(timeout=60)
+    messages = sorted(str(e) for e in info.value.exceptions)
+    assert messages == ["one", "two"]
+
+
+def test_exception_leaving_the_block_is_raised_after_the_ladder() -> None:
+    with pytest.raises(KeyError), Scope(grace=5) as scope:
+        worker = scope.process(quiesce_sleep_forever)
+        raise KeyError("body")
+    assert worker.ended_by == "stopped"
+
+
+def test_stopped_from_above_join_raises_stopped() -> None:
+    outer = quiesce.StopToken()
+    with pytest.raises(quiesce.Stopped, match="cluster says stop"), Scope(token=outer) as scope:
+        scope.thread(quiesce_sleep_forever)
+        threading.Timer(0.2, outer.stop, args=("cluster says stop",)).start()
+        scope.join(timeout=60)
+
+
+def test_nested_scopes_stop_from_the_outside_in() -> None:
+    reasons: list[str | None] = []
+
+    def inner_body() -> None:
+        with Scope(grace=5) as inner:
+            inner.process(quiesce_sleep_forever)
+            w = inner.thread(current_reason)
+            inner.thread(quiesce_sleep_forever)
+            try:
+                inner.join()
+            finally:
+                reasons.append(w.result)
+
+    with Scope(grace=10) as outer:
+        worker = outer.thread(inner_body)
+        time.sleep(1.0)
+        outer.stop("outer stop")
+        outer.join(timeout=60)
+    assert worker.ended_by == "stopped"
+    assert reasons == [None]
+
+
+def test_process_that_dies_fails_with_process_died() -> None:
+    with pytest.raises(quiesce.ProcessDied) as info, Scope() as scope:
+        scope.process(exit_hard, 3)
+        scope.join(timeout=30)
+    assert info.value.exitcode == 3
+
+
+def test_worker_stop_stops_only_that_worker() -> None:
+    with Scope(grace=5) as scope:
+        a = scope.process(quiesce_sleep_forever)
+        b = scope.thread(quiesce_sleep_forever)
+        time.sleep(0.3)
+        a.stop("just a")
+        assert a.join(timeout=30)
+        assert b.alive
+    assert a.ended_by == "stopped" and b.ended_by == "stopped"
+
+
+def test_closed_scope_refuses_new_work() -> None:
+    with Scope() as scope:
+        pass
+    with pytest.raises(RuntimeError, match="takes no new work"):
+        scope.thread(loop_forever)
+
+
+def test_lambda_for_a_process_names_the_target() -> None:
+    with Scope(mp_context="spawn") as scope:
+        with pytest.raises(TypeError, match=r"<lambda>.*define it at module level"):
+            scope.process(lambda: 1)
+        assert scope.workers == []
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "error", "pattern"),
+    [
+        ({"grace": -1}, ValueError, "grace must be >= 0"),
+        ({"grace": math.nan}, ValueError, "grace must be a finite"),
+        ({"kill_after": math.inf}, ValueError, "kill_after must be a finite"),
+        ({"kill_after": "2"}, TypeError, "kill_after must be a number"),
+        ({"name": 3}, TypeError, "name must be a str"),
+        ({"mp_context": "telepathy"}, ValueError, "mp_context: unknown start method"),
+        ({"token": "stop"}, TypeError, "token must be a StopToken"),
+    ],
+)
+def test_bad_arguments_name_the_argument(kwargs: dict[str, object], error: type[Exception],
+                                         pattern: str) -> None:
+    with pytest.raises(error, match=pattern):
+        Scope(**kwargs)  # type: ignore[arg-type]
+
+
+def test_non_callable_target() -> None:
+    with Scope() as scope:
+        with pytest.raises(TypeError, match="fn must be callable"):
+            scope.thread(42)  # type: ignore[arg-type]
+        with pytest.raises(TypeError, match="fn must be callable"):
+            scope.process("print")  # type: ignore[arg-type]
+
+
+def _fd_count() -> int:
+    return len(os.listdir("/proc/self/fd"))
+
+
+def test_fifty_scope_cycles_leak_no_fd_thread_or_process() -> None:
+    def cycle() -> None:
+        with Scope(grace=2, kill_after=1) as scope:
+            scope.thread(quiesce_sleep_forever)
+            scope.process(quiesce_sleep_forever)
+            time.sleep(0.01)
+
+    cycle()  # warm up lazily created helpers (watcher, launcher, guardian, arenas)
+    gc.collect()
+    fds, threads = _fd_count(), threading.active_count()
+    for _ in range(50):
+        cycle()
+    gc.collect()
+    deadline = time.monotonic() + 5
+    while time.monotonic() < deadline and (
+        _fd_count() > fds or threading.active_count() > threads
+    ):
+        time.sleep(0.05)
+    assert _fd_count() <= fds
+    assert threading.active_count() <= threads

@@ -1,0 +1,225 @@
+"""StopToken: one-shot stop requests across threads and processes."""
+
+from __future__ import annotations
+
+import math
+import multiprocessing
+import os
+import pickle
+import select
+import threading
+import time
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from targets import report_wait, stop_token
+
+import quiesce
+
+START_METHODS = multiprocessing.get_all_start_methods()
+
+
+def test_stop_is_one_shot_and_keeps_first_reason() -> None:
+    token = quiesce.StopToken()
+    assert not token.stopped and token.reason is None
+    token.stop("first")
+    token.stop("second")
+    assert token.stopped
+    assert token.reason == "first"
+
+
+def test_stop_without_reason_has_none() -> None:
+    token = quiesce.StopToken()
+    token.stop()
+    assert token.stopped and token.reason is None
+
+
+@given(st.text(max_size=400))
+@settings(max_examples=60, deadline=None)
+def test_reason_round_trips_through_shared_memory(reason: str) -> None:
+    token = quiesce.StopToken()
+    token.stop(reason)
+    encoded = reason.encode("utf-8", "replace")[:253]
+    assert token.reason == encoded.decode("utf-8", "replace")
+    if len(reason.encode("utf-8", "replace")) <= 253:
+        assert token.reason == reason.encode("utf-8", "replace").decode("utf-8", "replace")
+
+
+def test_wait_times_out_false_then_true_once_stopped() -> None:
+    token = quiesce.StopToken()
+    assert token.wait(0.05) is False
+    threading.Timer(0.1, token.stop).start()
+    started = time.monotonic()
+    assert token.wait(30) is True
+    assert time.monotonic() - started < 10  # woke on stop, not on the 30 s timeout
+
+
+def test_raise_if_stopped() -> None:
+    token = quiesce.StopToken()
+    token.raise_if_stopped()
+    token.stop("enough")
+    with pytest.raises(quiesce.Stopped) as info:
+        token.raise_if_stopped()
+    assert info.value.reason == "enough"
+    assert not isinstance(info.value, Exception)  # BaseException, like KeyboardInterrupt
+
+
+def test_on_stop_runs_once_and_at_once_if_already_stopped() -> None:
+    token = quiesce.StopToken()
+    calls: list[str] = []
+    token.on_stop(lambda: calls.append("a"))
+    token.stop()
+    token.stop()
+    assert calls == ["a"]
+    token.on_stop(lambda: calls.append("late"))
+    assert calls == ["a", "late"]
+
+
+def test_on_stop_cancel_removes_callback() -> None:
+    token = quiesce.StopToken()
+    calls: list[str] = []
+    handle = token.on_stop(lambda: calls.append("x"))
+    assert handle.cancel() is True
+    assert handle.cancel() is False
+    token.stop()
+    assert calls == []
+
+
+def test_failing_callback_does_not_break_stop(caplog: pytest.LogCaptureFixture) -> None:
+    token = quiesce.StopToken()
+    calls: list[str] = []
+    token.on_stop(lambda: 1 / 0)
+    token.on_stop(lambda: calls.append("second"))
+    token.stop()
+    assert calls == ["second"]
+    assert "on_stop callback raised" in caplog.text
+
+
+def test_child_stops_with_parent_not_the_reverse() -> None:
+    parent = quiesce.StopToken()
+    child = parent.child()
+    grandchild = child.child()
+    child2 = parent.child()
+    child2.stop("only me")
+    assert not parent.stopped
+    parent.stop("from parent")
+    assert child.stopped and grandchild.stopped
+    assert grandchild.reason == "from parent"
+    assert child2.reason == "only me"
+
+
+def test_fileno_becomes_readable_on_stop() -> None:
+    token = quiesce.StopToken()
+    r, _, _ = select.select([token], [], [], 0)
+    assert r == []
+    threading.Timer(0.05, token.stop).start()
+    r, _, _ = select.select([token], [], [], 30)
+    assert r == [token]
+
+
+def test_local_token_fileno_and_pickle_error() -> None:
+    token = quiesce.StopToken._local()
+    fd = token.fileno()
+    assert select.select([fd], [], [], 0)[0] == []
+    token.stop("x")
+    assert select.select([fd], [], [], 5)[0] == [fd]
+    with pytest.raises(TypeError, match=r"token.child\(\)"):
+        pickle.dumps(token)
+
+
+@pytest.mark.parametrize("bad", [-1, math.nan, math.inf, "soon"])
+def test_wait_rejects_bad_timeouts(bad: object) -> None:
+    token = quiesce.StopToken()
+    with pytest.raises((ValueError, TypeError), match="timeout"):
+        token.wait(bad)  # type: ignore[arg-type]
+
+
+def test_bad_callback_and_reason() -> None:
+    token = quiesce.StopToken()
+    with pytest.raises(TypeError, match="callback must be callable"):
+        token.on_stop(42)  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match="reason"):
+        token.stop(3)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("method", START_METHODS)
+def test_parent_stop_wakes_child_process(method: str) -> None:
+    ctx = multiprocessing.get_context(method)
+    token = quiesce.StopToken()
+    queue = ctx.Queue()
+    proc = ctx.Process(target=report_wait, args=(token, queue))
+    proc.start()
+    try:
+        assert queue.get(timeout=30)[0] == "waiting"
+        token.stop(f"stop via {method}")
+        kind, woke, reason, _elapsed = queue.get(timeout=30)
+        assert (kind, woke, reason) == ("woke", True, f"stop via {method}")
+    finally:
+        proc.join(30)
+        if proc.is_alive():
+            proc.kill()
+            proc.join()
+    assert proc.exitcode == 0
+
+
+@pytest.mark.parametrize("method", START_METHODS)
+def test_child_stop_reaches_parent_and_its_callbacks(method: str) -> None:
+    ctx = multiprocessing.get_context(method)
+    token = quiesce.StopToken()
+    fired = threading.Event()
+    token.on_stop(fired.set)
+    child_token = token.child()
+    proc = ctx.Process(target=stop_token, args=(token, f"child {method}"))
+    proc.start()
+    proc.join(30)
+    assert proc.exitcode == 0
+    assert token.wait(10) and token.reason == f"child {method}"
+    # The callback runs in the watcher thread even if nobody waits on the token.
+    assert fired.wait(10)
+    assert child_token.wait(10)
+
+
+def test_current_token_outside_workers_is_root_and_sleep_raises() -> None:
+    root = quiesce.current_token()
+    assert root is quiesce.current_token()
+    assert quiesce.stopped() is False
+    token = quiesce.StopToken()
+    from quiesce._context import using
+
+    with using(token):
+        assert quiesce.current_token() is token
+        threading.Timer(0.05, token.stop, args=("wake",)).start()
+        with pytest.raises(quiesce.Stopped, match="wake"):
+            quiesce.sleep(30)
+        assert quiesce.stopped()
+    assert quiesce.current_token() is root
+
+
+def test_sleep_rejects_negative() -> None:
+    with pytest.raises(ValueError, match="seconds"):
+        quiesce.sleep(-0.1)
+
+
+def _open_fds() -> int:
+    return len(os.listdir("/proc/self/fd"))
+
+
+def test_dropped_tokens_release_their_fds() -> None:
+    import gc
+
+    for _ in range(50):  # warm up: arenas, watcher thread
+        quiesce.StopToken().child().on_stop(lambda: None)
+    gc.collect()
+    time.sleep(0.1)
+    before = _open_fds()
+    for _ in range(2000):
+        t = quiesce.StopToken()
+        c = t.child()
+        c.on_stop(lambda: None)
+        del t, c
+    gc.collect()
+    deadline = time.monotonic() + 5
+    while _open_fds() > before + 2 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert _open_fds() <= before + 2
