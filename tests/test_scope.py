@@ -13,6 +13,10 @@ import time
 from pathlib import Path
 
 import pytest
+
+import quiesce
+from quiesce._scope import Scope
+
 from targets import (
     cooperative,
     current_reason,
@@ -25,9 +29,6 @@ from targets import (
     raise_value_error,
     return_value,
 )
-
-import quiesce
-from quiesce._scope import Scope
 
 # Loose bound on top of grace + kill_after for process start-up and reaping on a busy machine.
 MARGIN = 8.0
@@ -148,7 +149,7 @@ def test_token_keyword_is_passed_when_declared() -> None:
 
 
 def test_worker_exception_stops_siblings_and_is_raised_by_join() -> None:
-    with pytest.raises(ValueError, match="bad input") as info, Scope(grace=5, kill_after=1) as scope:
+    with pytest.raises(ValueError, match="bad input") as info, Scope(grace=5) as scope:
         sibling = scope.process(quiesce_sleep_forever)
         scope.process(raise_value_error, "bad input")
         scope.join(timeout=60)

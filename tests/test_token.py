@@ -13,9 +13,10 @@ import time
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from targets import report_wait, stop_token
 
 import quiesce
+
+from targets import report_wait, stop_token
 
 START_METHODS = multiprocessing.get_all_start_methods()
 

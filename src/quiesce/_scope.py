@@ -149,7 +149,7 @@ class Scope:
         return self
 
     def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
-                 tb: TracebackType | None) -> bool:
+                 tb: TracebackType | None) -> Literal[False]:
         if self._context_token is not None:
             _current.reset(self._context_token)
             self._context_token = None

@@ -10,9 +10,9 @@ import time
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
 
-from targets import spawn_grandchildren  # noqa: E402
+from quiesce._scope import Scope
 
-from quiesce._scope import Scope  # noqa: E402
+from targets import spawn_grandchildren
 
 if __name__ == "__main__":
     directory, method = sys.argv[1], sys.argv[2]
@@ -21,7 +21,7 @@ if __name__ == "__main__":
         b = scope.process(spawn_grandchildren, os.path.join(directory, "gc-setsid"), True)
         for name in ("gc-plain", "gc-setsid"):
             path = os.path.join(directory, name)
-            while not os.path.exists(path) or not open(path).read():
+            while not os.path.exists(path) or not os.path.getsize(path):
                 time.sleep(0.01)
         with open(os.path.join(directory, "children"), "w") as f:
             f.write(f"{a.pid} {b.pid}")  # type: ignore[attr-defined]
