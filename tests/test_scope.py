@@ -286,3 +286,20 @@ def test_fifty_scope_cycles_leak_no_fd_thread_or_process() -> None:
         time.sleep(0.05)
     assert _fd_count() <= fds
     assert threading.active_count() <= threads
+
+
+@pytest.mark.parametrize("method", ["fork", "spawn", "forkserver"])
+def test_every_rung_of_the_ladder_under_each_start_method(method: str, tmp_path: Path) -> None:
+    if method not in __import__("multiprocessing").get_all_start_methods():
+        pytest.skip(f"{method} unavailable here")
+    coop_marker, term_marker = tmp_path / "coop", tmp_path / "term"
+    started = time.monotonic()
+    with Scope(grace=1.0, kill_after=1.0, mp_context=method) as scope:
+        coop = scope.process(cooperative, str(coop_marker))
+        term = scope.process(finally_on_sigterm, str(term_marker))
+        kill = scope.process(ignore_sigterm_forever)
+        time.sleep(1.5)  # let spawn children import and start their targets
+    assert time.monotonic() - started < 1.5 + 1.0 + 1.0 + MARGIN
+    assert (coop.ended_by, term.ended_by, kill.ended_by) == ("stopped", "terminated", "killed")
+    assert coop_marker.read_text() == "cleaned up"
+    assert term_marker.read_text() == "finally ran"
