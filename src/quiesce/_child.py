@@ -74,7 +74,7 @@ def prepare_child(token: StopToken, tag: str, owner_pid: int) -> list[bool]:
     Also used by ProcessPool workers, which then run many tasks.
     """
     _platform.set_parent_death_signal(signal.SIGKILL)
-    if os.getppid() != owner_pid:
+    if os.getppid() == 1:  # the owner died before the prctl took effect
         os._exit(70)
     try:
         os.setpgid(0, 0)
