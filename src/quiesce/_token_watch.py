@@ -55,6 +55,8 @@ class _Watcher:
             os.write(self._wake_w, b"\0")
         except (BlockingIOError, OSError):
             pass
+        except (AttributeError, TypeError):
+            pass  # a token collected at interpreter exit, after `os` was torn down
 
     def _ensure_thread(self) -> None:
         if self._thread is not None:
