@@ -6,6 +6,6 @@ cd "$(dirname "$0")/.."
 python3 -m venv .venv
 .venv/bin/python -m pip install --quiet --upgrade pip
 .venv/bin/python -m pip install --quiet -e '.[test]'
-.venv/bin/ruff check src tests bench
+.venv/bin/ruff check
 .venv/bin/mypy
 .venv/bin/python -m pytest "$@"

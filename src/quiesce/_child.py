@@ -74,7 +74,7 @@ def prepare_child(token: StopToken, tag: str, owner_pid: int) -> list[bool]:
     Also used by ProcessPool workers, which then run many tasks.
     """
     _platform.set_parent_death_signal(signal.SIGKILL)
-    if os.getppid() == 1:  # the owner died before the prctl took effect
+    if _owner_gone():  # the owner died before the prctl took effect
         os._exit(70)
     try:
         os.setpgid(0, 0)
@@ -107,18 +107,36 @@ def _install_signal_handlers(token: StopToken) -> list[bool]:
     return terminated
 
 
-def _start_lifeline(owner_pid: int, token: StopToken, tag: str) -> None:
+def _owner_sentinel() -> int | None:
+    """The fd that becomes readable when the owner ends (its end of a pipe closes).
+
+    Under forkserver our parent is the fork server, not the owner, so the
+    parent PID alone cannot tell; the sentinel can under every start method.
+    """
     parent = multiprocessing.parent_process()
-    sentinel = parent.sentinel if parent is not None else None
+    return parent.sentinel if parent is not None else None
+
+
+def _owner_gone() -> bool:
+    if os.getppid() == 1:
+        return True
+    sentinel = _owner_sentinel()
+    return sentinel is not None and bool(multiprocessing.connection.wait([sentinel], 0))
+
+
+def _start_lifeline(owner_pid: int, token: StopToken, tag: str) -> None:
+    """Watch the owner; ``owner_pid`` only names it in the stop reason."""
+    sentinel = _owner_sentinel()
+    parent_pid = os.getppid()  # the owner, or the fork server that started us
 
     def watch() -> None:
-        while os.getppid() == owner_pid:
+        while os.getppid() == parent_pid:
             if sentinel is not None:
                 if multiprocessing.connection.wait([sentinel], LIFELINE_POLL):
                     break
             else:
                 threading.Event().wait(LIFELINE_POLL)
-        token.stop("owner process died")
+        token.stop(f"owner process {owner_pid} died")
         _proctree.kill_tree(root_pid=os.getpid(), tag=tag, include_root=False, timeout=0.5)
         os.kill(os.getpid(), signal.SIGKILL)
 
