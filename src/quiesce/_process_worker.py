@@ -22,7 +22,6 @@ import os
 import pickle
 import signal
 import threading
-import time
 from collections.abc import Callable
 from multiprocessing.context import BaseContext
 from typing import TYPE_CHECKING, Any
@@ -31,6 +30,7 @@ from quiesce import _launcher, _platform, _proctree
 from quiesce._child import RemoteTraceback, child_main
 from quiesce._errors import ProcessDied
 from quiesce._guardian_client import Guardian
+from quiesce._tree_end import end_remains
 from quiesce._worker import EndedBy, Worker
 
 if TYPE_CHECKING:
@@ -158,17 +158,8 @@ class ProcessWorker(Worker):
 
     def _end_remains(self) -> None:
         """The rest of the ladder for descendants that outlived the worker process."""
-        pid, tag = self._pid, self._tag
-        if not _proctree.snapshot(tag=tag, pgid=pid, include_root=False):
-            return
-        if self._ladder_step < 3:
-            _proctree.signal_tree(signal.SIGTERM, tag=tag, pgid=pid, include_root=False)
-            deadline = time.monotonic() + self._scope._kill_after
-            while time.monotonic() < deadline and self._ladder_step < 3:
-                if not _proctree.snapshot(tag=tag, pgid=pid, include_root=False):
-                    return
-                time.sleep(0.02)
-        _proctree.kill_tree(tag=tag, pgid=pid, include_root=False, timeout=5.0)
+        end_remains(tag=self._tag, pgid=self._pid, kill_after=self._scope._kill_after,
+                    kill_now=lambda: self._ladder_step >= 3)
 
     def _classify(self) -> tuple[EndedBy, Any, BaseException | None]:
         code = self._exitcode

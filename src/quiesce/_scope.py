@@ -24,9 +24,12 @@ from types import TracebackType
 from typing import Any, Literal, final
 
 from quiesce import _validate
+from quiesce._command import Argv, check_argv, command_name
 from quiesce._context import _current, current_token
 from quiesce._errors import Stopped
 from quiesce._ladder import run_ladder
+from quiesce._main_wait import in_slices
+from quiesce._popen_worker import PopenWorker
 from quiesce._process_worker import ProcessWorker, pickle_target
 from quiesce._token import StopToken
 from quiesce._worker import ThreadWorker, Worker, WorkerReport
@@ -117,6 +120,19 @@ class Scope:
             worker = ProcessWorker(self, self._worker_name(fn), payload, self._mp_context)
             return self._adopt(worker)
 
+    def popen(self, argv: Argv, /, **popen_kwargs: Any) -> Worker:
+        """Run a command (``subprocess.Popen`` arguments) in its own process group.
+
+        It gets SIGTERM to its group when the scope stops, SIGKILL to its
+        whole tree after grace + kill_after; ``worker.popen`` is the Popen.
+        """
+        check_argv("scope.popen", argv, bool(popen_kwargs.get("shell")))
+        with self._lock:
+            self._check_open()
+            worker = PopenWorker(self, f"{self.name}/{command_name(argv)}-"
+                                 f"{next(self._worker_ids)}", argv, popen_kwargs)
+            return self._adopt(worker)
+
     def join(self, timeout: float | None = None) -> bool:
         """Wait for every worker to end; raise their errors, or Stopped if stopped from above.
 
@@ -124,10 +140,10 @@ class Scope:
         """
         timeout = _validate.seconds("timeout", timeout, allow_none=True)
         with self._changed:
-            if not self._changed.wait_for(self._all_ended, timeout):
+            if not in_slices(lambda t: self._changed.wait_for(self._all_ended, t), timeout):
                 return False
         if self._ladder_started:
-            self._ladder_done.wait()
+            in_slices(self._ladder_done.wait, None)
         self._raise_outcome()
         return True
 
@@ -160,7 +176,7 @@ class Scope:
         if body_error is not None:
             reason = f"scope {self.name!r} body raised {type(body_error).__name__}"
         self._token.stop(reason)
-        self._ladder_done.wait()
+        in_slices(self._ladder_done.wait, None)
         _live_scopes.discard(self)
         errors = [] if self._errors_raised else list(self._errors)
         self._errors_raised = True

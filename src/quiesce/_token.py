@@ -11,6 +11,7 @@ from typing import Any, final
 
 from quiesce import _validate
 from quiesce._errors import Stopped
+from quiesce._main_wait import in_slices
 from quiesce._token_core import LocalCore, SharedCore
 
 log = logging.getLogger("quiesce")
@@ -85,7 +86,7 @@ class StopToken:
     def wait(self, timeout: float | None = None) -> bool:
         """Sleep until stopped (True) or until ``timeout`` seconds pass (False)."""
         timeout = _validate.seconds("timeout", timeout, allow_none=True)
-        if self._core.wait(timeout):
+        if in_slices(self._core.wait, timeout):
             self._fire()  # a stop from another process: run local callbacks now
             return True
         return False

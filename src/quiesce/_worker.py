@@ -20,6 +20,7 @@ from quiesce import _validate
 from quiesce._child import wants_token
 from quiesce._context import using
 from quiesce._errors import Stopped
+from quiesce._main_wait import in_slices
 from quiesce._thread_interrupt import ThreadGate
 from quiesce._token import StopToken
 
@@ -104,7 +105,7 @@ class Worker:
 
     def join(self, timeout: float | None = None) -> bool:
         """Wait until the worker has ended; False if ``timeout`` passed first."""
-        return self._done.wait(_validate.seconds("timeout", timeout, allow_none=True))
+        return in_slices(self._done.wait, _validate.seconds("timeout", timeout, allow_none=True))
 
     def stop(self, reason: str | None = None) -> None:
         """Stop this worker alone by the ladder, in the background; ``join`` to wait."""
