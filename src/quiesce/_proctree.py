@@ -38,10 +38,10 @@ from collections.abc import Mapping
 
 import psutil
 
-from quiesce import _platform
+from quiesce import _platform, _validate
 
 TAGS_ENV = "QUIESCE_TAGS"
-_HAS_PROC = os.path.isdir("/proc/self")
+_USE_PROCFS = os.path.isdir("/proc/self")  # else psutil (macOS, BSD)
 
 _owner_tag = uuid.uuid4().hex[:12]
 _counter = itertools.count(1)
@@ -62,14 +62,17 @@ def new_tag() -> str:
 
 def env_with_tag(tag: str, env: Mapping[str, str] | None = None) -> dict[str, str]:
     """A copy of ``env`` (default: os.environ) with ``tag`` appended to QUIESCE_TAGS."""
+    _check_selectors(None, tag, None)
     result = dict(os.environ if env is None else env)
-    result[TAGS_ENV] = f"{result.get(TAGS_ENV, '')} {tag}".strip()
+    tags = result.get(TAGS_ENV, "").split()
+    if tag not in tags:
+        result[TAGS_ENV] = " ".join([*tags, tag])
     return result
 
 
 def adopt_tag(tag: str) -> None:
     """Tag this process: every process it execs from now on carries ``tag``."""
-    os.environ[TAGS_ENV] = f"{os.environ.get(TAGS_ENV, '')} {tag}".strip()
+    os.environ[TAGS_ENV] = env_with_tag(tag)[TAGS_ENV]
 
 
 def _tag_matches(tags: str, tag: str) -> bool:
@@ -77,6 +80,11 @@ def _tag_matches(tags: str, tag: str) -> bool:
 
 
 def _read_tags(pid: int) -> str:
+    if not _USE_PROCFS:
+        try:
+            return psutil.Process(pid).environ().get(TAGS_ENV, "")
+        except (psutil.Error, OSError):
+            return ""
     try:
         with open(f"/proc/{pid}/environ", "rb") as f:
             data = f.read()
@@ -89,7 +97,14 @@ def _read_tags(pid: int) -> str:
 
 
 def _stat(pid: int) -> tuple[int, int, str] | None:
-    """(ppid, pgid, state) from /proc/PID/stat, or None if gone."""
+    """(ppid, pgid, state) from /proc/PID/stat (or psutil), or None if gone."""
+    if not _USE_PROCFS:
+        try:
+            proc = psutil.Process(pid)
+            state = "Z" if proc.status() == psutil.STATUS_ZOMBIE else "R"
+            return proc.ppid(), os.getpgid(pid), state
+        except (psutil.Error, OSError):
+            return None
     try:
         with open(f"/proc/{pid}/stat", "rb") as f:
             data = f.read()
@@ -102,19 +117,12 @@ def _stat(pid: int) -> tuple[int, int, str] | None:
 def _table() -> dict[int, tuple[int, int, str]]:
     """pid -> (ppid, pgid, state) for every process we can see."""
     table: dict[int, tuple[int, int, str]] = {}
-    if _HAS_PROC:
-        for entry in os.listdir("/proc"):
-            if entry.isdigit():
-                info = _stat(int(entry))
-                if info is not None:
-                    table[int(entry)] = info
-        return table
-    for proc in psutil.process_iter(["ppid", "status"]):
-        try:
-            state = "Z" if proc.info["status"] == psutil.STATUS_ZOMBIE else "R"
-            table[proc.pid] = (proc.info["ppid"] or 0, os.getpgid(proc.pid), state)
-        except (psutil.Error, OSError):
-            continue
+    pids = ([int(e) for e in os.listdir("/proc") if e.isdigit()] if _USE_PROCFS
+            else psutil.pids())
+    for pid in pids:
+        info = _stat(pid)
+        if info is not None:
+            table[pid] = info
     return table
 
 
@@ -123,14 +131,10 @@ def _ancestors_of_self() -> set[int]:
     pid = os.getppid()
     while pid > 0 and pid not in result:
         result.add(pid)
-        info = _stat(pid) if _HAS_PROC else None
+        info = _stat(pid)
         if info is None:
-            try:
-                pid = psutil.Process(pid).ppid()
-            except psutil.Error:
-                break
-        else:
-            pid = info[0]
+            break
+        pid = info[0]
     return result
 
 
@@ -146,16 +150,31 @@ class ProcRef:
 
     @classmethod
     def open(cls, pid: int) -> ProcRef | None:
+        """A reference to live process ``pid``; None if it is gone or a zombie."""
+        if isinstance(pid, bool) or not isinstance(pid, int) or pid <= 0:
+            raise ValueError(f"pid must be a positive int, not {pid!r}")
         pidfd = _platform.pidfd_open(pid)
-        if pidfd is not None:
-            return cls(pid, pidfd, None)
+        if pidfd is None:
+            return cls._open_psutil(pid)
+        ref = cls(pid, pidfd, None)
+        if not ref.alive():
+            ref.close()
+            return None
+        return ref
+
+    @classmethod
+    def _open_psutil(cls, pid: int) -> ProcRef | None:
+        """Without pidfd: psutil remembers the create time and checks it before signalling."""
         try:
-            return cls(pid, None, psutil.Process(pid))
+            ref = cls(pid, None, psutil.Process(pid))
         except psutil.Error:
             return None
+        return ref if ref.alive() else None
 
     def send(self, sig: int) -> bool:
-        """Signal the process; False if it is already gone. Never raises for that."""
+        """Signal the process; False if it is already gone (or a zombie). Never raises for that."""
+        if not self.alive():
+            return False
         try:
             if self._pidfd is not None:
                 signal.pidfd_send_signal(self._pidfd, sig)
@@ -212,7 +231,7 @@ def _candidates(table: dict[int, tuple[int, int, str]], root_pid: int | None,
             found.add(root_pid)
     if pgid is not None:
         found.update(pid for pid, (_, group, _) in table.items() if group == pgid)
-    if tag is not None and _HAS_PROC:
+    if tag is not None:
         found.update(pid for pid in table if _tag_matches(_read_tags(pid), tag))
     if not include_root and root_pid is not None:
         found.discard(root_pid)
@@ -223,10 +242,10 @@ def _candidates(table: dict[int, tuple[int, int, str]], root_pid: int | None,
 
 def _still_ours(pid: int, root_pid: int | None, tag: str | None, pgid: int | None) -> bool:
     """Re-check identity after the ProcRef was opened (the PID might have been recycled)."""
-    info = _stat(pid) if _HAS_PROC else None
-    if _HAS_PROC and info is None:
+    info = _stat(pid)
+    if info is None:
         return False
-    if pgid is not None and info is not None and info[1] == pgid:
+    if pgid is not None and info[1] == pgid:
         return True
     if tag is not None and _tag_matches(_read_tags(pid), tag):
         return True
@@ -235,25 +254,22 @@ def _still_ours(pid: int, root_pid: int | None, tag: str | None, pgid: int | Non
             return True
         table_pid = pid
         for _ in range(512):  # walk up to the root; stop at init
-            parent = _stat(table_pid) if _HAS_PROC else None
+            parent = _stat(table_pid)
             if parent is None:
-                try:
-                    ppid = psutil.Process(table_pid).ppid()
-                except psutil.Error:
-                    return False
-            else:
-                ppid = parent[0]
+                return False
+            ppid = parent[0]
             if ppid == root_pid:
                 return True
             if ppid <= 1:
                 return False
             table_pid = ppid
-    return not _HAS_PROC  # psutil's create-time check already guards the fallback
+    return False
 
 
 def snapshot(*, root_pid: int | None = None, tag: str | None = None, pgid: int | None = None,
              include_root: bool = True) -> list[ProcRef]:
     """Every live process of the tree, never this process or its ancestors."""
+    _check_selectors(root_pid, tag, pgid)
     excluded = _ancestors_of_self()
     refs = []
     for pid in sorted(_candidates(_table(), root_pid, tag, pgid, include_root) - excluded):
@@ -286,6 +302,7 @@ def signal_tree(sig: int, *, root_pid: int | None = None, tag: str | None = None
 def kill_tree(*, root_pid: int | None = None, tag: str | None = None, pgid: int | None = None,
               include_root: bool = True, timeout: float = 5.0) -> bool:
     """SIGKILL the tree until nothing of it is alive, or ``timeout``; True when empty."""
+    timeout = _validate.required_seconds("timeout", timeout)
     deadline = time.monotonic() + timeout
     while True:
         alive = snapshot(root_pid=root_pid, tag=tag, pgid=pgid, include_root=include_root)
@@ -297,6 +314,17 @@ def kill_tree(*, root_pid: int | None = None, tag: str | None = None, pgid: int 
         if time.monotonic() >= deadline:
             return False
         time.sleep(0.005)
+
+
+def _check_selectors(root_pid: int | None, tag: str | None, pgid: int | None) -> None:
+    if tag is not None and (not isinstance(tag, str) or not tag.strip() or " " in tag):
+        raise ValueError(f"tag must be a non-empty word, not {tag!r}")
+    if root_pid is None and tag is None and pgid is None:
+        raise ValueError("give at least one of root_pid, tag or pgid to select a tree")
+    for name, value in (("root_pid", root_pid), ("pgid", pgid)):
+        if value is not None and (isinstance(value, bool) or not isinstance(value, int)
+                                  or value <= 0):
+            raise ValueError(f"{name} must be a positive int, not {value!r}")
 
 
 def _after_fork_in_child() -> None:
