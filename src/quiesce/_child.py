@@ -32,7 +32,7 @@ import traceback
 from types import FrameType
 from typing import Any
 
-from quiesce import _context, _platform, _proctree
+from quiesce import _context, _deferred, _platform, _proctree
 from quiesce._errors import Stopped
 from quiesce._token import StopToken
 
@@ -92,11 +92,12 @@ def _install_signal_handlers(token: StopToken) -> list[bool]:
     terminated = [False]
 
     def on_sigterm(signum: int, frame: FrameType | None) -> None:
-        token.stop("SIGTERM")
+        _deferred.call_soon(lambda: token.stop("SIGTERM"))  # never take a lock in a handler
         if not terminated[0]:
             terminated[0] = True
             raise Stopped("terminated by SIGTERM")
 
+    _deferred.start()
     signal.set_wakeup_fd(-1)
     signal.signal(signal.SIGTERM, on_sigterm)
     signal.signal(signal.SIGINT, signal.default_int_handler)
