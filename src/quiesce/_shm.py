@@ -1,7 +1,7 @@
 """Small fixed-size slots of memory shared with child processes.
 
 A shared StopToken keeps its flag and reason in one 256-byte slot, so any
-process can read ``stopped`` with one memory load (~50 ns) instead of a
+process can read ``stopped`` with one memory load instead of a
 system call. Slots come from 64 KiB arenas backed by a file descriptor
 (memfd on Linux, an unlinked temporary file elsewhere), because an
 anonymous mapping survives fork but cannot reach a spawn or forkserver
@@ -38,6 +38,7 @@ class Arena:
         self.fd = fd
         self.key = key if key is not None else (os.getpid(), id(self))
         self.memory = mmap.mmap(fd, _ARENA_SIZE)
+        self.view = memoryview(self.memory)  # arenas stay mapped for the process's life
         self.free = list(range(_ARENA_SIZE // SLOT_SIZE - 1, -1, -1))
 
 

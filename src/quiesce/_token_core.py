@@ -81,6 +81,10 @@ class SharedCore:
 
     shared = True
 
+    @property
+    def flag(self) -> memoryview:
+        return self.slot.arena.view[self.slot.offset : self.slot.offset + 1]
+
     def is_set(self) -> bool:
         return self.slot.memory[self.slot.offset] != 0
 
@@ -130,11 +134,12 @@ def _rebuild_shared(slot: _shm.Slot, read: Any, write: Any) -> SharedCore:
 class LocalCore:
     """An in-process token state: cheap to create, cannot cross a process boundary."""
 
-    __slots__ = ("__weakref__", "_event", "_fds", "_lock", "_reason")
+    __slots__ = ("__weakref__", "_event", "_fds", "_lock", "_reason", "flag")
 
     shared = False
 
     def __init__(self) -> None:
+        self.flag = bytearray(1)  # read by StopToken.stopped, like a shared slot
         self._event = threading.Event()
         self._reason: str | None = None
         self._fds: tuple[int, int] | None = None
@@ -148,6 +153,7 @@ class LocalCore:
             if self._event.is_set():
                 return False
             self._reason = reason
+            self.flag[0] = 1
             self._event.set()
             fds = self._fds
         if fds is not None:
