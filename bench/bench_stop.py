@@ -48,43 +48,40 @@ def check_cost(check: Callable[[], object], n: int = 200_000) -> float:
 _flag = False
 
 
+def thread_stop(wait: Callable[[], object], stop: Callable[[], object]) -> float:
+    """Time from ``stop()`` until a thread blocked in ``wait()`` has returned."""
+    t = threading.Thread(target=wait)
+    t.start()
+    time.sleep(0.05)
+    started = time.perf_counter()
+    stop()
+    t.join()
+    return time.perf_counter() - started
+
+
 def flag_and_sleep() -> None:
     while not _flag:
         time.sleep(FLAG_NAP)
 
 
-def thread_flag() -> float:
+def set_flag(value: bool) -> None:
     global _flag
-    _flag = False
-    t = threading.Thread(target=flag_and_sleep)
-    t.start()
-    time.sleep(0.05)
-    started = time.perf_counter()
-    _flag = True
-    t.join()
-    return time.perf_counter() - started
+    _flag = value
+
+
+def thread_flag() -> float:
+    set_flag(False)
+    return thread_stop(flag_and_sleep, lambda: set_flag(True))
 
 
 def thread_event() -> float:
     event = threading.Event()
-    t = threading.Thread(target=event.wait)
-    t.start()
-    time.sleep(0.05)
-    started = time.perf_counter()
-    event.set()
-    t.join()
-    return time.perf_counter() - started
+    return thread_stop(event.wait, event.set)
 
 
 def thread_token() -> float:
     token = quiesce.StopToken()
-    t = threading.Thread(target=token.wait)
-    t.start()
-    time.sleep(0.05)
-    started = time.perf_counter()
-    token.stop()
-    t.join()
-    return time.perf_counter() - started
+    return thread_stop(token.wait, token.stop)
 
 
 def sleeps_on_token() -> None:

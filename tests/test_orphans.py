@@ -12,14 +12,9 @@ from pathlib import Path
 import psutil
 import pytest
 
+from procs import alive, seconds_until_gone
+
 PROGRAM = Path(__file__).parent / "programs" / "owner_scope.py"
-
-
-def _alive(pid: int) -> bool:
-    try:
-        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
-    except psutil.NoSuchProcess:
-        return False
 
 
 @pytest.mark.parametrize("method", multiprocessing.get_all_start_methods())
@@ -31,14 +26,10 @@ def test_owner_sigkilled_leaves_no_process_behind(method: str, tmp_path: Path) -
         assert owner.stdout.readline().strip() == "ready"
         pids = [int(p) for p in (tmp_path / "children").read_text().split()]
         pids += [int((tmp_path / n).read_text()) for n in ("gc-plain", "gc-setsid")]
-        assert all(_alive(p) for p in pids)
+        assert all(alive(p) for p in pids)
         owner.send_signal(signal.SIGKILL)
         owner.wait(10)
-        killed_at = time.monotonic()
-        while any(_alive(p) for p in pids) and time.monotonic() - killed_at < 5:
-            time.sleep(0.005)
-        latency = time.monotonic() - killed_at
-        survivors = [p for p in pids if _alive(p)]
+        latency, survivors = seconds_until_gone(pids)
         print(f"{method}: all {len(pids)} descendants gone {latency * 1000:.0f} ms after SIGKILL")
         assert survivors == []
         assert latency < 1.0  # the SPEC's guarantee (target 100 ms)
@@ -66,6 +57,6 @@ def test_negative_control_a_plain_multiprocessing_child_is_orphaned(tmp_path: Pa
     owner.wait(10)
     time.sleep(0.5)
     try:
-        assert _alive(child)
+        assert alive(child)
     finally:
         psutil.Process(child).kill()  # our own orphan; psutil checks its create time

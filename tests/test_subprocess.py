@@ -10,21 +10,14 @@ import threading
 import time
 from pathlib import Path
 
-import psutil
 import pytest
 
 import quiesce
+from procs import alive, seconds_until_gone
 
 PROGRAMS = Path(__file__).parent / "programs"
 DEEP_TREE = str(PROGRAMS / "deep_tree.py")
 MARGIN = 8.0
-
-
-def alive(pid: int) -> bool:
-    try:
-        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
-    except psutil.NoSuchProcess:
-        return False
 
 
 def wait_for_pids(directory: Path, count: int, timeout: float = 20.0) -> list[int]:
@@ -104,11 +97,8 @@ def test_owner_sigkilled_leaves_nothing_of_popen_trees(tmp_path: Path) -> None:
         assert all(alive(p) for p in pids)
         owner.send_signal(signal.SIGKILL)
         owner.wait(10)
-        killed_at = time.monotonic()
-        while any(alive(p) for p in pids) and time.monotonic() - killed_at < 5:
-            time.sleep(0.005)
-        latency = time.monotonic() - killed_at
-        assert [p for p in pids if alive(p)] == []
+        latency, survivors = seconds_until_gone(pids)
+        assert survivors == []
         print(f"popen tree gone {latency * 1000:.0f} ms after the owner's SIGKILL")
         assert latency < 1.0
     finally:
