@@ -29,6 +29,7 @@ multiprocessing.Process) needs its exit status.
 from __future__ import annotations
 
 import itertools
+import logging
 import os
 import signal
 import threading
@@ -266,10 +267,32 @@ def _still_ours(pid: int, root_pid: int | None, tag: str | None, pgid: int | Non
     return False
 
 
+def process_table_is_ours() -> bool:
+    """Whether /proc (which psutil reads too) numbers processes as our PID namespace does.
+
+    A PID namespace entered without mounting its own /proc (``unshare --pid
+    --fork`` without ``--mount-proc``) sees the host's table: every PID in
+    it would name a different process here, so nothing read there may be
+    signalled.
+    """
+    if not os.path.isdir("/proc/self"):
+        return True  # no procfs: psutil asks the kernel directly (macOS, BSD)
+    try:
+        return os.readlink("/proc/self") == str(os.getpid())
+    except OSError:
+        return False
+
+
 def snapshot(*, root_pid: int | None = None, tag: str | None = None, pgid: int | None = None,
              include_root: bool = True) -> list[ProcRef]:
-    """Every live process of the tree, never this process or its ancestors."""
+    """Every live process of the tree, never this process or its ancestors.
+
+    Empty when the process table cannot be trusted (see process_table_is_ours).
+    """
     _check_selectors(root_pid, tag, pgid)
+    if not process_table_is_ours():
+        _warn_foreign_proc()
+        return []
     excluded = _ancestors_of_self()
     refs = []
     for pid in sorted(_candidates(_table(), root_pid, tag, pgid, include_root) - excluded):
@@ -314,6 +337,19 @@ def kill_tree(*, root_pid: int | None = None, tag: str | None = None, pgid: int 
         if time.monotonic() >= deadline:
             return False
         time.sleep(0.005)
+
+
+_warned = False
+
+
+def _warn_foreign_proc() -> None:
+    global _warned
+    if not _warned:
+        _warned = True
+        logging.getLogger("quiesce").warning(
+            "quiesce: /proc belongs to another PID namespace (mount one for this namespace, "
+            "e.g. unshare --mount-proc); process trees cannot be found, only direct children "
+            "and process groups are signalled")
 
 
 def _check_selectors(root_pid: int | None, tag: str | None, pgid: int | None) -> None:

@@ -1,0 +1,7 @@
+"""``python -m quiesce``: the same as the ``quiesce`` command."""
+
+import sys
+
+from quiesce._commandline import main
+
+sys.exit(main())
