@@ -20,6 +20,7 @@ In order, and why:
 
 from __future__ import annotations
 
+import functools
 import inspect
 import multiprocessing
 import multiprocessing.connection
@@ -40,12 +41,25 @@ LIFELINE_POLL = 0.05
 
 
 def wants_token(fn: object) -> bool:
-    """Whether ``fn`` declares a parameter named ``token`` (it then gets the worker's)."""
+    """Whether ``fn`` declares a parameter named ``token`` (it then gets the worker's).
+
+    Cached: pools ask once per task, and inspect.signature costs ~10 us.
+    """
+    try:
+        return _wants_token_cached(fn)
+    except TypeError:  # unhashable callable
+        return _wants_token(fn)
+
+
+def _wants_token(fn: object) -> bool:
     try:
         parameters = inspect.signature(fn).parameters  # type: ignore[arg-type]
     except (TypeError, ValueError):
         return False
     return "token" in parameters
+
+
+_wants_token_cached = functools.lru_cache(maxsize=512)(_wants_token)
 
 
 class RemoteTraceback(Exception):

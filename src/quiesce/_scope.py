@@ -29,8 +29,11 @@ from quiesce._context import _current, current_token
 from quiesce._errors import Stopped
 from quiesce._ladder import run_ladder
 from quiesce._main_wait import in_slices
+from quiesce._pool_in_scope import PoolWorker
 from quiesce._popen_worker import PopenWorker
 from quiesce._process_worker import ProcessWorker, pickle_target
+from quiesce._processpool import ProcessPool
+from quiesce._threadpool import ThreadPool
 from quiesce._token import StopToken
 from quiesce._worker import ThreadWorker, Worker, WorkerReport
 
@@ -132,6 +135,23 @@ class Scope:
             worker = PopenWorker(self, f"{self.name}/{command_name(argv)}-"
                                  f"{next(self._worker_ids)}", argv, popen_kwargs)
             return self._adopt(worker)
+
+    def thread_pool(self, max_workers: int | None = None, *,
+                    task_timeout: float | None = None) -> ThreadPool:
+        """A ThreadPool this scope owns: stopped with the scope (same grace and kill_after)."""
+        pool = ThreadPool(max_workers, task_timeout=task_timeout, grace=self._grace,
+                          kill_after=self._kill_after)
+        self._adopt(PoolWorker(self, f"{self.name}/thread_pool-{next(self._worker_ids)}", pool))
+        return pool
+
+    def process_pool(self, max_workers: int | None = None, *,
+                     task_timeout: float | None = None) -> ProcessPool:
+        """A ProcessPool this scope owns, using the scope's ``mp_context``."""
+        pool = ProcessPool(max_workers, task_timeout=task_timeout, grace=self._grace,
+                           kill_after=self._kill_after, mp_context=self._mp_context)
+        self._adopt(PoolWorker(self, f"{self.name}/process_pool-{next(self._worker_ids)}",
+                               pool))
+        return pool
 
     def join(self, timeout: float | None = None) -> bool:
         """Wait for every worker to end; raise their errors, or Stopped if stopped from above.

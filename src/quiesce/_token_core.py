@@ -8,8 +8,8 @@ of waiters in any number of processes see it, and ``fileno()`` works with
 through multiprocessing's DupFd under spawn and forkserver.
 
 ``LocalCore`` is for tokens that never leave their process (one per thread
-pool task): a ``threading.Event`` and a reason, created in ~1 us, with a
-wake-up pipe made only if someone asks for ``fileno()``.
+pool task): a one-byte flag and a reason, with an Event made only if
+someone waits and a wake-up pipe only if someone asks for ``fileno()``.
 
 Rejected: ``multiprocessing.Event`` (no fileno, cannot carry a reason, its
 semaphore cannot be polled with select); a pipe read to learn the flag (a
@@ -28,6 +28,7 @@ from quiesce import _shm
 
 _REASON_MAX = _shm.SLOT_SIZE - 3
 _HAS_EVENTFD = hasattr(os, "eventfd")
+_local_lock = threading.Lock()
 
 
 def _new_wake_fds() -> tuple[int, int]:
@@ -132,46 +133,59 @@ def _rebuild_shared(slot: _shm.Slot, read: Any, write: Any) -> SharedCore:
 
 
 class LocalCore:
-    """An in-process token state: cheap to create, cannot cross a process boundary."""
+    """An in-process token state: cheap to create, cannot cross a process boundary.
 
-    __slots__ = ("__weakref__", "_event", "_fds", "_lock", "_reason", "flag")
+    Creating one is a bytearray and a few slots (~0.3 us): the Event that
+    ``wait()`` needs and the pipe that ``fileno()`` needs are made on first
+    use, under one lock shared by all local cores (they are rare calls).
+    """
+
+    __slots__ = ("__weakref__", "_event", "_fds", "_reason", "flag")
 
     shared = False
 
     def __init__(self) -> None:
         self.flag = bytearray(1)  # read by StopToken.stopped, like a shared slot
-        self._event = threading.Event()
         self._reason: str | None = None
+        self._event: threading.Event | None = None
         self._fds: tuple[int, int] | None = None
-        self._lock = threading.Lock()
 
     def is_set(self) -> bool:
-        return self._event.is_set()
+        return self.flag[0] != 0
 
     def set(self, reason: str | None) -> bool:
-        with self._lock:
-            if self._event.is_set():
+        with _local_lock:
+            if self.flag[0]:
                 return False
             self._reason = reason
             self.flag[0] = 1
-            self._event.set()
-            fds = self._fds
+            event, fds = self._event, self._fds
+        if event is not None:
+            event.set()
         if fds is not None:
             _signal_fd(fds[1])
         return True
 
     def reason(self) -> str | None:
-        return self._reason if self._event.is_set() else None
+        return self._reason if self.flag[0] else None
 
     def wait(self, timeout: float | None) -> bool:
-        return self._event.wait(timeout)
+        if self.flag[0]:
+            return True
+        with _local_lock:
+            if self._event is None:
+                self._event = threading.Event()
+                if self.flag[0]:
+                    self._event.set()
+            event = self._event
+        return event.wait(timeout)
 
     def fileno(self) -> int:
-        with self._lock:
+        with _local_lock:
             if self._fds is None:
                 self._fds = _new_wake_fds()
                 weakref.finalize(self, _close_fds, *self._fds)
-                if self._event.is_set():
+                if self.flag[0]:
                     _signal_fd(self._fds[1])
             return self._fds[0]
 

@@ -1,0 +1,54 @@
+"""PoolWorker: a ThreadPool or ProcessPool owned by a Scope.
+
+To its scope a pool is a worker that is *alive while it has work* (queued
+or running tasks), so ``scope.join()`` returns once every submitted task
+is done, as with threads and processes. When the scope stops, the pool is
+stopped by its own bounded ``stop(grace)`` (same grace and kill_after as
+the scope), in the background, so the scope's ladder runs on its other
+workers in parallel. Task errors stay in their futures: a pool task that
+fails is the caller's to look at, as with the stdlib's executors.
+"""
+
+from __future__ import annotations
+
+import threading
+from typing import TYPE_CHECKING
+
+from quiesce._pool_base import Pool
+from quiesce._worker import Worker
+
+if TYPE_CHECKING:
+    from quiesce._scope import Scope
+
+
+class PoolWorker(Worker):
+    kind = "pool"
+
+    def __init__(self, scope: Scope, name: str, pool: Pool) -> None:
+        super().__init__(scope, name, scope.token.child())
+        self.pool = pool
+        pool._idle_hooks.append(self._notify_scope)
+
+    @property
+    def alive(self) -> bool:
+        return not self._done.is_set() and self.pool.busy()
+
+    def _start(self) -> None:
+        """Nothing to start: the pool starts its workers on the first task."""
+
+    def _notify_scope(self) -> None:
+        with self._scope._changed:
+            self._scope._changed.notify_all()
+
+    def _on_stop_requested(self) -> None:
+        if self.pool._shutdown and not self.pool.busy():
+            self._finish("finished")
+            self.pool.shutdown(wait=False)
+            return
+        threading.Thread(target=self._stop_pool, name=f"quiesce-stop-{self._name}",
+                         daemon=True).start()
+
+    def _stop_pool(self) -> None:
+        self.pool.stop(self._scope._grace)
+        self._finish("stopped")
+        self._notify_scope()
