@@ -27,11 +27,13 @@ class PoolWorker(Worker):
     def __init__(self, scope: Scope, name: str, pool: Pool) -> None:
         super().__init__(scope, name, scope.token.child())
         self.pool = pool
+        self._stopping = False
         pool._idle_hooks.append(self._notify_scope)
 
     @property
     def alive(self) -> bool:
-        return not self._done.is_set() and self.pool.busy()
+        """Busy, or being stopped: an idle pool does not hold up ``scope.join()``."""
+        return not self._done.is_set() and (self._stopping or self.pool.busy())
 
     def _start(self) -> None:
         """Nothing to start: the pool starts its workers on the first task."""
@@ -45,6 +47,7 @@ class PoolWorker(Worker):
             self._finish("finished")
             self.pool.shutdown(wait=False)
             return
+        self._stopping = True
         threading.Thread(target=self._stop_pool, name=f"quiesce-stop-{self._name}",
                          daemon=True).start()
 
