@@ -91,7 +91,7 @@ def test_shutdown_keeps_the_stdlib_meaning(kind: str) -> None:
         pool.submit(add, 1)
 
 
-# -- cancelling and timing out running tasks ----------------------------------------------------
+# -- cancelling and timing out running tasks ------------------------------------------------------
 
 def test_cancel_running_cooperative_task(pool: Pool, tmp_path: Path) -> None:
     marker = tmp_path / "woke"
@@ -148,7 +148,7 @@ def test_task_timeout(kind: str, spelling: str, tmp_path: Path) -> None:
         else:
             future = pool.submit_with(wait_for_stop, str(marker), timeout=0.3)
         started = time.monotonic()
-        with pytest.raises(TimeoutError, match="timed out after 0.3 s"):
+        with pytest.raises(TimeoutError, match=r"timed out after 0\.3 s"):
             future.result(20)
         assert 0.25 <= time.monotonic() - started < 0.3 + MARGIN
         fast = pool.submit_with(add, 1, 2, timeout=5)
@@ -161,7 +161,7 @@ def test_task_timeout(kind: str, spelling: str, tmp_path: Path) -> None:
         pool.stop()
 
 
-# -- deaths -------------------------------------------------------------------------------------------
+# -- deaths ---------------------------------------------------------------------------------------
 
 @pytest.mark.parametrize("death", [(exit_hard, (7,), 7), (kill_self, (), -signal.SIGKILL),
                                    (segfault, (), -signal.SIGSEGV)],
@@ -178,7 +178,7 @@ def test_a_dying_worker_fails_only_its_task(death: tuple[object, tuple[object, .
         assert [f.result(20) for f in [pool.submit(add, i) for i in range(10)]] == list(range(10))
 
 
-# -- stop -------------------------------------------------------------------------------------------------
+# -- stop -----------------------------------------------------------------------------------------
 
 @pytest.mark.parametrize("kind", KINDS)
 def test_stop_is_bounded_even_when_tasks_ignore_everything(kind: str) -> None:
@@ -236,7 +236,7 @@ def test_twenty_cycles_leak_no_fd_thread_or_process(kind: str) -> None:
     assert counts()[1] <= before[1] + 1, f"threads {before[1]} -> {counts()[1]}"
 
 
-# -- tokens ----------------------------------------------------------------------------------------------
+# -- tokens ---------------------------------------------------------------------------------------
 
 def test_each_thread_task_has_its_own_token_and_a_kept_token_is_not_reused() -> None:
     with quiesce.ThreadPool(1) as pool:
@@ -249,7 +249,7 @@ def test_each_thread_task_has_its_own_token_and_a_kept_token_is_not_reused() -> 
         assert not pool_tasks.kept_tokens[-1].stopped
 
 
-# -- scopes --------------------------------------------------------------------------------------------------
+# -- scopes ---------------------------------------------------------------------------------------
 
 def test_scope_pools_join_then_stop_with_the_scope() -> None:
     with quiesce.Scope(grace=0.3, kill_after=0.3, mp_context="forkserver") as scope:
@@ -266,7 +266,7 @@ def test_scope_pools_join_then_stop_with_the_scope() -> None:
     assert [r.ended_by for r in scope.report()] == ["stopped", "stopped"]
 
 
-# -- bad input ------------------------------------------------------------------------------------------------
+# -- bad input ------------------------------------------------------------------------------------
 
 @pytest.mark.parametrize("kind", KINDS)
 def test_bad_input(kind: str) -> None:

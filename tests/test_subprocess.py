@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 
 import quiesce
+
 from procs import alive, seconds_until_gone
 
 PROGRAMS = Path(__file__).parent / "programs"
