@@ -240,6 +240,8 @@ def test_twenty_cycles_leak_no_fd_thread_or_process(kind: str) -> None:
 
 def test_each_thread_task_has_its_own_token_and_a_kept_token_is_not_reused() -> None:
     with quiesce.ThreadPool(1) as pool:
+        first, second = (pool.submit(pool_tasks.token_id).result(20) for _ in range(2))
+        assert first == second  # an unused token serves the next task: no allocation
         kept = pool.submit(pool_tasks.keep_token).result(20)
         later = {pool.submit(pool_tasks.token_id).result(20) for _ in range(3)}
         assert kept not in later

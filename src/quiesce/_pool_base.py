@@ -115,19 +115,26 @@ class Pool(Executor):
         task.worker = worker
         self._running[task.future] = task  # one dict op: atomic under the GIL, no lock needed
         if task.timeout is not None:
-            self._timer().call_at(task.started + task.timeout,
-                                  lambda: task.future.time_out(task.timeout or 0.0))
+            self._arm_timeout(task)
         return True
+
+    def _arm_timeout(self, task: Task) -> None:
+        assert task.started is not None and task.timeout is not None
+        limit = task.timeout
+        self._timer().call_at(task.started + limit, lambda: task.future.time_out(limit))
 
     def _end_task(self, task: Task) -> None:
         self._running.pop(task.future, None)
         if self._watchers or self._idle_hooks:  # only then is the lock worth taking
-            with self._lock:
-                idle = not self._running and self._queue_empty()
-                self._changed.notify_all()
-            if idle:
-                for hook in list(self._idle_hooks):
-                    hook()
+            self._notify_task_end()
+
+    def _notify_task_end(self) -> None:
+        with self._lock:
+            idle = not self._running and self._queue_empty()
+            self._changed.notify_all()
+        if idle:
+            for hook in list(self._idle_hooks):
+                hook()
 
     def _queue_empty(self) -> bool:
         raise NotImplementedError

@@ -21,12 +21,13 @@ import sys
 import threading
 import time
 from collections.abc import Callable
+from concurrent.futures import InvalidStateError
 from typing import Any, TypeVar, final
 
 from quiesce._child import wants_token
 from quiesce._context import _current
 from quiesce._pool_base import Pool, Task
-from quiesce._pool_futures import TaskFuture, resolve
+from quiesce._pool_futures import TaskFuture
 from quiesce._timer import Timer
 from quiesce._token import StopToken
 
@@ -35,9 +36,10 @@ log = logging.getLogger("quiesce")
 
 
 class _WorkerThread:
-    __slots__ = ("abandoned", "task", "thread", "token")
+    __slots__ = ("abandoned", "current", "task", "thread", "token")
 
     def __init__(self) -> None:
+        self.current: StopToken | None = None  # the token this thread's context holds
         self.abandoned = False
         self.task: Task | None = None
         self.thread: threading.Thread | None = None
@@ -59,12 +61,16 @@ class ThreadPool(Pool):
         self._idle = threading.Semaphore(0)  # as the stdlib's: released by a worker going idle
         self._prefix = thread_name_prefix or f"ThreadPool-{id(self):x}"
         self._timer_obj: Timer | None = None
+        self._stop_hook = self._stop_running  # one bound method, not one per task
+        self._wants_token: dict[Any, bool] = {}
 
     # -- Executor ---------------------------------------------------------------------------
     def _submit(self, fn: Callable[..., T], args: tuple[Any, ...], kwargs: dict[str, Any],
                 timeout: float | None) -> TaskFuture[T]:
-        self._check_submit(fn)
+        if not callable(fn) or self._shutdown:
+            self._check_submit(fn)  # raises the right error
         task = Task(fn, args, kwargs, timeout)
+        task.future._stop_running = self._stop_hook
         self._queue.put(task)
         if not self._idle.acquire(timeout=0) and len(self._workers) < self._max_workers:
             with self._lock:
@@ -111,7 +117,7 @@ class ThreadPool(Pool):
         worker.thread.start()
 
     def _work(self, worker: _WorkerThread) -> None:
-        get, release = self._queue.get, self._idle.release
+        get, empty, release = self._queue.get, self._queue.empty, self._idle.release
         try:
             while True:
                 task = get()
@@ -120,42 +126,71 @@ class ThreadPool(Pool):
                 self._run(task, worker)
                 if worker.abandoned:
                     return
-                release()
+                if empty():  # about to wait: count as idle (the stdlib counts every task)
+                    release()
         finally:
             with self._lock:
                 self._workers.discard(worker)
                 self._changed.notify_all()
 
     def _run(self, task: Task, worker: _WorkerThread) -> None:
-        if not self._start_task(task, worker):
-            self._end_task(task)
+        """Run one task. Kept inline and lean: this is the pool's whole per-task cost."""
+        future = task.future
+        if not future.set_running_or_notify_cancel():
+            self._end_task(task)  # cancelled while queued
             return
         token = worker.token or StopToken._local()
         worker.token = task.token = token
-        worker.task = task
-        task.future._stop_running = self._stop_running
+        worker.task, task.worker = task, worker
         fn, args, kwargs = task.fn, task.args, task.kwargs
         task.args = task.kwargs = None  # type: ignore[assignment]
-        if wants_token(fn) and "token" not in kwargs:
+        task.started = time.monotonic()
+        self._running[future] = task  # one dict op: atomic under the GIL, no lock needed
+        if task.timeout is not None:
+            self._arm_timeout(task)
+        wants = self._wants_token.get(fn)
+        if wants is None:
+            wants = self._learn_wants_token(fn)
+        if wants and "token" not in kwargs:
             kwargs = {**kwargs, "token": token}
-        reset = _current.set(token)
+        if worker.current is not token:  # the thread keeps its context between tasks
+            _current.set(token)
+            worker.current = token
         try:
             result = fn(*args, **kwargs)
         except BaseException as exc:  # Stopped too: the future tells, as the stdlib's would
-            resolve(task.future, exception=exc)
+            try:
+                future.set_exception(exc)
+            except InvalidStateError:
+                pass  # cancelled or timed out meanwhile
         else:
-            resolve(task.future, result)
+            try:
+                future.set_result(result)
+            except InvalidStateError:
+                pass
             del result
         finally:
-            _current.reset(reset)
-            del fn, args, kwargs, reset
+            del fn, args, kwargs
             worker.task = task.token = None
-            self._end_task(task)
+            self._running.pop(future, None)
+            if self._watchers or self._idle_hooks:
+                self._notify_task_end()
         # The next task may reuse the token if nobody else saw it: not stopped, no
-        # callback, no reference kept (worker.token, ``token`` and getrefcount's own).
-        # Creating one per task would cost ~40% of the stdlib's whole per-task time.
-        if token.stopped or token._callbacks or sys.getrefcount(token) > 3:
-            worker.token = None
+        # callback, no reference kept (worker.token, worker.current, the thread's
+        # context var, ``token`` and getrefcount's own: 5).
+        # Creating one per task costs ~10% of the stdlib's whole per-task time.
+        if token.stopped or token._callbacks or sys.getrefcount(token) > 5:
+            worker.token = worker.current = None
+            _current.set(None)
+
+    def _learn_wants_token(self, fn: Callable[..., Any]) -> bool:
+        wants = wants_token(fn)
+        if len(self._wants_token) < 256:
+            try:
+                self._wants_token[fn] = wants
+            except TypeError:  # unhashable callable
+                pass
+        return wants
 
     def _stop_running(self, future: TaskFuture[Any], reason: str) -> None:
         """A running task was cancelled or timed out: stop its token; abandon it after grace."""
