@@ -7,7 +7,8 @@ Run: .venv/bin/python bench/bench_pools.py [--tasks N] [--rounds R]
    method. Best of R rounds (the least disturbed by a shared machine).
 2. Shutdown with 2 stuck tasks that ignore every stop request (SIGTERM
    included): time from the shutdown call until it returned with the
-   workers gone. Each case runs in a subprocess that is killed after
+   workers gone (quiesce: ``stop()`` with grace 0.5 s, kill_after 0.5 s;
+   its stuck threads are abandoned after the grace, they cannot be killed). Each case runs in a subprocess that is killed after
    PATIENCE seconds: "never" means the pool could not end them.
 """
 
@@ -59,7 +60,7 @@ def make(name: str) -> tuple[Any, Callable[[Any, int], Any]]:
     if name == "quiesce ThreadPool":
         import quiesce
 
-        pool = quiesce.ThreadPool(2)
+        pool = quiesce.ThreadPool(2, grace=0.5)
         return pool, _submit_std(pool)
     if name == "pebble ThreadPool":
         import pebble

@@ -26,6 +26,7 @@ import logging
 import multiprocessing.connection
 import os
 import pickle
+import selectors
 import signal
 import threading
 import time
@@ -123,6 +124,7 @@ class ProcessPool(Pool):
         self._stopping = False
         self._timer_obj = Timer(f"{self._name}-timer")
         self._start_error: BaseException | None = None
+        self._selector: selectors.BaseSelector  # made by the dispatcher thread
 
     # -- Executor ------------------------------------------------------------------------
     def _submit(self, fn: Callable[..., T], args: tuple[Any, ...], kwargs: dict[str, Any],
@@ -189,6 +191,10 @@ class ProcessPool(Pool):
 
     # -- the dispatcher thread ---------------------------------------------------------------
     def _dispatch(self) -> None:
+        # One selector for the pool's life (multiprocessing.connection.wait builds a new
+        # one per call, which cost ~30% of the throughput of tiny tasks).
+        self._selector = selectors.DefaultSelector()
+        self._selector.register(self._wake_r, selectors.EVENT_READ, None)
         try:
             while self._dispatch_once():
                 pass
@@ -202,20 +208,21 @@ class ProcessPool(Pool):
         """One round; False once shut down with nothing left to do."""
         self._assign()
         with self._lock:
-            workers = [w for w in self._workers if not w.dead]
-            if self._shutdown and not self._pending and not any(w.task for w in workers):
+            if self._shutdown and not self._pending and \
+                    not any(w.task for w in self._workers if not w.dead):
                 return False
-        waitables: list[Any] = [self._wake_r]
-        for worker in workers:
-            waitables += [worker.tasks, worker.exit_fd]
-        ready = multiprocessing.connection.wait(waitables, timeout=None if workers else 0.5)
-        if self._wake_r in ready:
-            os.read(self._wake_r, 4096)
-        for worker in workers:
-            if worker.tasks in ready:
-                self._receive(worker)
-            if worker.exit_fd in ready:
-                self._bury(worker)
+            have_workers = bool(self._workers)
+        events = self._selector.select(None if have_workers else 0.5)
+        exits = []
+        for key, _ in events:
+            if key.data is None:
+                os.read(self._wake_r, 4096)
+            elif key.data[0] == "exit":
+                exits.append(key.data[1])  # after its last message, if any, is read
+            elif not key.data[1].dead:
+                self._receive(key.data[1])
+        for worker in exits:
+            self._bury(worker)
         return True
 
     def _assign(self) -> None:
@@ -234,6 +241,8 @@ class ProcessPool(Pool):
                         self._cancel_pending(exc)
                         return
                     self._workers.append(worker)
+                    self._selector.register(worker.tasks, selectors.EVENT_READ, ("tasks", worker))
+                    self._selector.register(worker.exit_fd, selectors.EVENT_READ, ("exit", worker))
                 task, payload = self._pending.popleft()
                 if not self._start_task(task, worker):
                     continue  # cancelled while pending
@@ -271,6 +280,10 @@ class ProcessPool(Pool):
 
     def _bury(self, worker: _Worker) -> None:
         """A worker exited: reap it, fail its task, end what remains of its tree."""
+        if worker.tasks.poll(0):
+            self._receive(worker)  # it answered just before it exited
+        self._selector.unregister(worker.tasks)
+        self._selector.unregister(worker.exit_fd)
         with self._lock:
             worker.process.join()
             worker.dead = True
@@ -372,6 +385,9 @@ class ProcessPool(Pool):
                 os.close(self._wake_w)
                 self._wake_r = self._wake_w = -1
         self._timer_obj.close()
+        selector = getattr(self, "_selector", None)
+        if selector is not None:
+            selector.close()
 
     def _queue_empty(self) -> bool:
         return not self._pending
