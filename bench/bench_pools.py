@@ -4,12 +4,14 @@ Run: .venv/bin/python bench/bench_pools.py [--tasks N] [--rounds R]
 
 1. Throughput: N tiny tasks (``x + 1``) submitted one by one, then every
    result collected, with 2 workers; each library with its default start
-   method. Best of R rounds (the least disturbed by a shared machine).
+   method. The libraries take turns, round after round, so the machine's
+   noise falls on all of them alike; the median of R rounds is shown.
 2. Shutdown with 2 stuck tasks that ignore every stop request (SIGTERM
    included): time from the shutdown call until it returned with the
    workers gone (quiesce: ``stop()`` with grace 0.5 s, kill_after 0.5 s;
-   its stuck threads are abandoned after the grace, they cannot be killed). Each case runs in a subprocess that is killed after
-   PATIENCE seconds: "never" means the pool could not end them.
+   its stuck threads are abandoned after the grace, they cannot be killed).
+   Each case runs in a subprocess that is killed after PATIENCE seconds:
+   "never" means the pool could not end them.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ import concurrent.futures as cf
 import json
 import os
 import signal
+import statistics
 import subprocess
 import sys
 import time
@@ -127,7 +130,8 @@ def case_shutdown(name: str) -> float:
 def run_case(args: list[str], patience: float) -> float | None:
     """Run one case in a child (its own session); None if it did not end in time."""
     proc = subprocess.Popen([sys.executable, __file__, "--case", *args],
-                            stdout=subprocess.PIPE, text=True, start_new_session=True)
+                            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
+                            start_new_session=True)
     try:
         out, _ = proc.communicate(timeout=patience)
         return float(json.loads(out)) if proc.returncode == 0 else None
@@ -147,7 +151,7 @@ PROCESSES = ["concurrent.futures processes", "loky", "pebble ProcessPool",
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--tasks", type=int, default=20_000)
-    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--case", nargs="+", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.case:
@@ -157,15 +161,17 @@ def main() -> int:
         print(json.dumps(value))
         return 0
 
-    print(f"throughput: {args.tasks} tiny tasks, 2 workers, best of {args.rounds}")
+    print(f"throughput: {args.tasks} tiny tasks, 2 workers, median of {args.rounds} rounds")
     for group, reference in ((THREADS, THREADS[0]), (PROCESSES, PROCESSES[0])):
-        best = {}
+        runs: dict[str, list[float]] = {name: [] for name in group}
+        for _ in range(args.rounds):
+            for name in group:
+                rate = run_case(["throughput", name, str(args.tasks)], 300)
+                if rate is not None:
+                    runs[name].append(rate)
+        median = {name: statistics.median(r) if r else None for name, r in runs.items()}
         for name in group:
-            runs = [run_case(["throughput", name, str(args.tasks)], 300)
-                    for _ in range(args.rounds)]
-            best[name] = max((r for r in runs if r is not None), default=None)
-        for name in group:
-            rate, ref = best[name], best[reference]
+            rate, ref = median[name], median[reference]
             ratio = f"{rate / ref:.2f}x" if rate and ref else "-"
             shown = f"{rate:,.0f}/s" if rate else "failed"
             print(f"  {name:<32} {shown:>14} {ratio:>8}")
