@@ -1,11 +1,12 @@
 """The seed problem, written the usual way: this job never ends.
 
-A child process and a non-daemon thread loop forever. ``main`` returns, but
+A child process, a non-daemon thread and a pool task loop forever. ``main`` returns, but
 the interpreter joins both at exit, so the job hangs; SIGTERM kills it on
 the spot without running any ``finally``, and the child lives on as an
 orphan.
 """
 
+import concurrent.futures
 import multiprocessing
 import threading
 import time
@@ -26,4 +27,5 @@ def poll() -> None:
 if __name__ == "__main__":
     multiprocessing.Process(target=crunch).start()
     threading.Thread(target=poll).start()
+    concurrent.futures.ThreadPoolExecutor(1).submit(crunch)  # shutdown() would wait for ever
     print("plain: main() returns now", flush=True)

@@ -28,6 +28,8 @@ def main() -> int:
     with quiesce.Scope(grace=0.5, kill_after=1.0, name="job") as scope:
         scope.process(crunch)
         scope.thread(poll)
+        pool = scope.thread_pool(1)
+        pool.submit(poll)  # a pool task: stopped with the scope like the rest
         print("quiesce: main() returns now", flush=True)
     for line in scope.report():
         print(f"quiesce: {line}", flush=True)

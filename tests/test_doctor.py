@@ -50,6 +50,13 @@ def test_names_the_stuck_thread_and_shows_its_stack() -> None:
     assert status == 128 + signal.SIGTERM
 
 
+def test_shows_a_stdlib_pool_task_that_never_returns() -> None:
+    report, status = doctor_report("pool")
+    assert "thread 'ThreadPoolExecutor-" in report
+    assert "in poll_forever" in report
+    assert status == 128 + signal.SIGTERM
+
+
 def test_shows_the_stuck_child_process_with_its_command_line() -> None:
     report, status = doctor_report("child")
     assert "non-daemon threads: 0" in report

@@ -1,5 +1,6 @@
-"""A program whose main code ends but whose process does not: argv MODE (thread|child)."""
+"""A program whose main code ends but whose process does not: argv MODE (thread|child|pool)."""
 
+import concurrent.futures
 import multiprocessing
 import sys
 import threading
@@ -14,6 +15,8 @@ def poll_forever() -> None:
 if __name__ == "__main__":
     if sys.argv[1] == "thread":
         threading.Thread(target=poll_forever, name="stuck-poller").start()
+    elif sys.argv[1] == "pool":
+        concurrent.futures.ThreadPoolExecutor(1).submit(poll_forever)
     else:
         multiprocessing.get_context("spawn").Process(target=poll_forever).start()
     print("main returns", flush=True)
