@@ -9,6 +9,12 @@ remaining grace of every live scope (a user pressing Ctrl-C twice).
 Handlers are Python-level (``signal.signal``), so they run in the main
 thread only and only there can they be installed: elsewhere a clear
 RuntimeError. The work itself runs on a helper thread (see _deferred).
+
+Rejected: ``signal.set_wakeup_fd`` plus a reader thread (there is one
+wakeup fd per process and asyncio owns it when a loop runs);
+``sigwait``/signalfd on a dedicated thread (the signals would have to be
+blocked in every thread, including those the user starts before us, and a
+blocked mask is inherited by every child process we would start).
 """
 
 from __future__ import annotations

@@ -12,6 +12,13 @@ already is one), so descendants that double-fork or ``setsid`` are
 re-parented to us: still our descendants, still reaped here. Off Linux the
 tag finds them (see _proctree).
 
+Rejected: signalfd or ``sigwait`` (Python has no signalfd, and blocking
+the signals would leak the mask into the command unless reset between
+fork and exec); a SIGCHLD handler that reaps inside the handler (Python
+runs handlers between bytecodes of the main thread anyway, so the loop is
+as prompt and simpler); polling ``waitpid`` on a timer (zombies would
+wait for the next tick).
+
 Endings, all by one procedure (``_begin_stop``): a stop signal (forwarded
 to the command's group first), ``--timeout``, or the command exiting while
 descendants remain. Every remaining descendant gets ``--signal``; after
