@@ -38,6 +38,7 @@ from quiesce import _launcher, _platform, _proctree
 from quiesce._child import RemoteTraceback
 from quiesce._errors import ProcessDied
 from quiesce._guardian_client import Guardian
+from quiesce._main_wait import in_slices
 from quiesce._pool_base import Pool, Task
 from quiesce._pool_futures import TaskFuture, resolve
 from quiesce._pool_process_main import worker_main
@@ -125,6 +126,7 @@ class ProcessPool(Pool):
         self._timer_obj = Timer(f"{self._name}-timer")
         self._start_error: BaseException | None = None
         self._selector: selectors.BaseSelector  # made by the dispatcher thread
+        self._closed = threading.Event()  # every worker reaped, every fd closed
 
     # -- Executor ------------------------------------------------------------------------
     def _submit(self, fn: Callable[..., T], args: tuple[Any, ...], kwargs: dict[str, Any],
@@ -167,7 +169,7 @@ class ProcessPool(Pool):
         if dispatcher is None:
             self._close()
         elif wait:
-            self._wait_until(lambda: not dispatcher.is_alive(), None)
+            in_slices(self._closed.wait, None)
 
     def _stop(self, grace: float) -> None:
         with self._lock:
@@ -187,7 +189,7 @@ class ProcessPool(Pool):
             self._signal_busy(signal.SIGTERM)
             if not self._wait_until(lambda: not self._busy_workers(), self._kill_after):
                 self._signal_busy(signal.SIGKILL)
-        self._wait_until(lambda: not dispatcher.is_alive(), None)
+        in_slices(self._closed.wait, None)
 
     # -- the dispatcher thread ---------------------------------------------------------------
     def _dispatch(self) -> None:
@@ -388,6 +390,7 @@ class ProcessPool(Pool):
         selector = getattr(self, "_selector", None)
         if selector is not None:
             selector.close()
+        self._closed.set()
 
     def _queue_empty(self) -> bool:
         return not self._pending
