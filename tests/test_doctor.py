@@ -28,7 +28,7 @@ def doctor_report(mode: str) -> tuple[str, int]:
         while time.monotonic() < deadline:
             line = proc.stderr.readline()
             lines.append(line)
-            if line.startswith("  quiesce pools"):
+            if line.startswith("quiesce doctor: end of report") or not line:
                 break
         proc.send_signal(signal.SIGTERM)  # forwarded: the program dies of it
         return "".join(lines), proc.wait(20)
@@ -54,6 +54,13 @@ def test_shows_a_stdlib_pool_task_that_never_returns() -> None:
     report, status = doctor_report("pool")
     assert "thread 'ThreadPoolExecutor-" in report
     assert "in poll_forever" in report
+    assert status == 128 + signal.SIGTERM
+
+
+def test_lists_quiesce_pools_with_their_running_tasks() -> None:
+    report, status = doctor_report("quiesce-pool")
+    pools = report.split("quiesce pools with running tasks: ", 1)[1]
+    assert pools.startswith("1") and "ThreadPool" in pools and "poll_forever(...)" in pools
     assert status == 128 + signal.SIGTERM
 
 

@@ -27,7 +27,7 @@ def describe_pools() -> list[str]:
     return [] if describers is None else list(describers.describe_all())
 
 
-def report(since: float) -> str:
+def report(since: float, every: float) -> str:
     lines = [f"quiesce doctor: the main code of process {os.getpid()} ended "
              f"{time.monotonic() - since:.1f} s ago, but the process still runs. "
              "What keeps it alive:"]
@@ -47,6 +47,7 @@ def report(since: float) -> str:
     pools = describe_pools()
     lines.append(f"  quiesce pools with running tasks: {len(pools)}")
     lines.extend(f"    {line}" for line in pools)
+    lines.append(f"quiesce doctor: end of report (next in {every:g} s if still running)")
     return "\n".join(lines)
 
 
@@ -83,7 +84,7 @@ def _children_from_proc() -> list[tuple[int, str]]:
 def _watch(after: float, every: float, since: float) -> None:
     time.sleep(after)
     while True:
-        print(report(since), file=sys.stderr, flush=True)
+        print(report(since, every), file=sys.stderr, flush=True)
         time.sleep(every)
 
 

@@ -1,4 +1,7 @@
-"""A program whose main code ends but whose process does not: argv MODE (thread|child|pool)."""
+"""A program whose main code ends but whose process does not.
+
+argv: MODE, one of thread, child, pool, quiesce-pool.
+"""
 
 import concurrent.futures
 import multiprocessing
@@ -15,6 +18,10 @@ def poll_forever() -> None:
 if __name__ == "__main__":
     if sys.argv[1] == "thread":
         threading.Thread(target=poll_forever, name="stuck-poller").start()
+    elif sys.argv[1] == "quiesce-pool":
+        import quiesce  # its pools are stopped at exit: with a 30 s grace, exit waits
+
+        quiesce.ThreadPool(1, grace=30).submit(poll_forever)
     elif sys.argv[1] == "pool":
         concurrent.futures.ThreadPoolExecutor(1).submit(poll_forever)
     else:
