@@ -4,8 +4,10 @@ Python runs signal handlers in the main thread, between bytecodes. A main
 thread blocked in a lock or a select is woken by a signal only if the
 kernel delivered it to that very thread; when another thread took it, the
 handler waits until the blocking call returns, possibly for the whole
-grace. So the main thread waits in slices of ``SLICE`` seconds; other
-threads wait in one go.
+grace. Even a signal aimed at the main thread can slip in just before it
+blocks (after Python's last check for pending handlers, before the system
+call), and then nothing interrupts the call. So the main thread waits in
+slices of ``SLICE`` seconds; other threads wait in one go.
 """
 
 from __future__ import annotations

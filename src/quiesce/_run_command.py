@@ -21,6 +21,7 @@ import os
 import selectors
 import signal
 import subprocess
+import threading
 import time
 from typing import Any
 
@@ -28,6 +29,7 @@ from quiesce import _command, _platform, _proctree, _validate
 from quiesce._context import current_token
 from quiesce._errors import Stopped
 from quiesce._guardian_client import Guardian
+from quiesce._main_wait import SLICE
 
 DRAIN_SECONDS = 0.5
 POLL = 0.05  # without a pidfd: how often to check for the exit
@@ -189,6 +191,8 @@ class _Session:
         wait = min(wake) - now if wake else 3600.0
         if not have_pidfd or exited:
             wait = min(wait, POLL)  # the tree is watched by polling /proc
+        if threading.current_thread() is threading.main_thread():
+            wait = min(wait, SLICE)  # let a signal handler run (see _main_wait)
         return max(0.0, wait)
 
     def _write(self, sel: selectors.BaseSelector, key: selectors.SelectorKey,

@@ -57,8 +57,8 @@ def main(mode: str, directory: str) -> int:
             scope.popen(["bash", "-c", f"trap 'echo trapped > {marker}; exit 0' TERM; "
                          "sleep 60 & wait"])
         time.sleep(0.3)  # let the workers install their handlers
-        print("ready", flush=True)
-        try:
+        try:  # before 'ready': the signal may land the moment it is printed
+            print("ready", flush=True)
             if mode == "blocked":
                 time.sleep(60)
             else:
