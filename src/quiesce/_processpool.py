@@ -193,8 +193,8 @@ class ProcessPool(Pool):
 
     # -- the dispatcher thread ---------------------------------------------------------------
     def _dispatch(self) -> None:
-        # One selector for the pool's life (multiprocessing.connection.wait builds a new
-        # one per call, which cost ~30% of the throughput of tiny tasks).
+        # One selector for the pool's life: multiprocessing.connection.wait would build
+        # and fill a new one for every task.
         self._selector = selectors.DefaultSelector()
         self._selector.register(self._wake_r, selectors.EVENT_READ, None)
         try:
