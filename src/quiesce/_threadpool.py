@@ -72,6 +72,9 @@ class ThreadPool(Pool):
         task = Task(fn, args, kwargs, timeout)
         task.future._stop_running = self._stop_hook
         self._queue.put(task)
+        if self._shutdown:  # raced with shutdown(): it may sit behind the exit sentinels
+            task.future.cancel()
+            self._check_submit(fn)
         if not self._idle.acquire(timeout=0) and len(self._workers) < self._max_workers:
             with self._lock:
                 if len(self._workers) < self._max_workers:
