@@ -196,10 +196,16 @@ def test_interrupted_run_command_leaves_nothing(tmp_path: Path) -> None:
             time.sleep(0.01)
         signal.pthread_kill(threading.main_thread().ident or 0, signal.SIGINT)
 
+    # A shell starts background jobs with SIGINT ignored, and Python then installs no
+    # KeyboardInterrupt handler: make sure this test has one.
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
     helper = threading.Thread(target=interrupt_soon, daemon=True)
     helper.start()
-    with pytest.raises(KeyboardInterrupt):
-        quiesce.run_command(["bash", "-c", f"sleep 100 & echo $! > {pidfile}; sleep 100"])
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            quiesce.run_command(["bash", "-c", f"sleep 100 & echo $! > {pidfile}; sleep 100"])
+    finally:
+        signal.signal(signal.SIGINT, previous)
     helper.join(5)
     assert not alive(int(pidfile.read_text()))
     assert os.path.exists(pidfile)

@@ -114,7 +114,8 @@ def _install_signal_handlers(token: StopToken) -> list[bool]:
     _deferred.start()
     signal.set_wakeup_fd(-1)
     signal.signal(signal.SIGTERM, on_sigterm)
-    signal.signal(signal.SIGINT, signal.default_int_handler)
+    if signal.getsignal(signal.SIGINT) is not signal.SIG_IGN:  # nohup'ed owners stay so
+        signal.signal(signal.SIGINT, signal.default_int_handler)
     for name in ("SIGHUP", "SIGQUIT", "SIGUSR1", "SIGUSR2"):
         signum = getattr(signal, name, None)
         if signum is not None:
