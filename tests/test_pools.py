@@ -178,6 +178,22 @@ def test_a_dying_worker_fails_only_its_task(death: tuple[object, tuple[object, .
         assert [f.result(20) for f in [pool.submit(add, i) for i in range(10)]] == list(range(10))
 
 
+@pytest.mark.parametrize("method", multiprocessing.get_all_start_methods())
+def test_process_pool_under_each_start_method(method: str, tmp_path: Path) -> None:
+    marker = tmp_path / "finally"
+    with quiesce.ProcessPool(1, grace=0.2, kill_after=5, mp_context=method) as pool:
+        first = pool.submit(pid_of_worker).result(20)
+        running = pool.submit(ignore_token, str(marker))
+        wait_running(running)
+        time.sleep(0.1)
+        running.cancel()
+        with pytest.raises(quiesce.ProcessDied):
+            pool.submit(exit_hard, 3).result(20)
+        assert marker.read_text() == "finally ran"  # the cancel ran before the death
+        second = pool.submit(pid_of_worker).result(20)
+        assert second != first and not alive(first)
+
+
 # -- stop -----------------------------------------------------------------------------------------
 
 @pytest.mark.parametrize("kind", KINDS)
