@@ -129,7 +129,7 @@ def test_run_command_does_not_wait_for_a_grandchild_holding_the_pipe() -> None:
                                  text=True, grace=1)
     took = time.monotonic() - started
     assert (result.returncode, result.stdout) == (0, "hi\n")
-    assert took < 1.0 + MARGIN / 2
+    assert took < 1.0 + MARGIN
 
 
 def test_negative_control_subprocess_run_waits_for_the_grandchild() -> None:
@@ -184,7 +184,7 @@ def test_run_command_in_a_worker_stops_with_its_scope(tmp_path: Path) -> None:
         time.sleep(0.3)
         started = time.monotonic()
     assert worker.ended_by == "stopped"
-    assert time.monotonic() - started < 1.0 + MARGIN / 2
+    assert time.monotonic() - started < 1.0 + MARGIN
 
 
 def test_interrupted_run_command_leaves_nothing(tmp_path: Path) -> None:
