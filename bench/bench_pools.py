@@ -12,6 +12,9 @@ Run: .venv/bin/python bench/bench_pools.py [--tasks N] [--rounds R]
    its stuck threads are abandoned after the grace, they cannot be killed).
    Each case runs in a subprocess that is killed after PATIENCE seconds:
    "never" means the pool could not end them.
+3. Idle shutdown: the end of a ``with`` block once all work is done
+   (``shutdown(wait=True)``; pebble: ``close()`` + ``join()``), the most
+   common ending of all.
 """
 
 from __future__ import annotations
@@ -127,6 +130,18 @@ def case_shutdown(name: str) -> float:
     return time.perf_counter() - started
 
 
+def case_idle(name: str) -> float:
+    pool, submit = make(name)
+    [f.result() for f in [submit(tiny, i) for i in range(50)]]
+    started = time.perf_counter()
+    if name.startswith("pebble"):
+        pool.close()
+        pool.join()
+    else:
+        pool.shutdown(wait=True)
+    return time.perf_counter() - started
+
+
 def run_case(args: list[str], patience: float) -> float | None:
     """Run one case in a child (its own session); None if it did not end in time."""
     proc = subprocess.Popen([sys.executable, __file__, "--case", *args],
@@ -156,8 +171,10 @@ def main() -> int:
     args = parser.parse_args()
     if args.case:
         kind, name = args.case[0], args.case[1]
-        value = case_throughput(name, int(args.case[2])) if kind == "throughput" \
-            else case_shutdown(name)
+        if kind == "throughput":
+            value = case_throughput(name, int(args.case[2]))
+        else:
+            value = case_idle(name) if kind == "idle" else case_shutdown(name)
         print(json.dumps(value))
         return 0
 
@@ -180,6 +197,12 @@ def main() -> int:
     for name in [*THREADS, *PROCESSES, "quiesce ProcessPool grace=0"]:
         took = run_case(["shutdown", name], PATIENCE + 10)
         shown = "never" if took is None or took > PATIENCE else f"{took * 1000:.0f} ms"
+        print(f"  {name:<32} {shown:>14}")
+
+    print("\nidle shutdown: shutdown(wait=True) once the work is done")
+    for name in [*THREADS, *PROCESSES]:
+        took = run_case(["idle", name], PATIENCE + 10)
+        shown = "never" if took is None or took > PATIENCE else f"{took * 1000:.1f} ms"
         print(f"  {name:<32} {shown:>14}")
     return 0
 

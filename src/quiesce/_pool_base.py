@@ -6,6 +6,15 @@ Both are ``concurrent.futures.Executor``s: ``submit``, ``map``,
 timeout (``task_timeout=`` for the pool, ``submit_with(..., timeout=)``
 per call) and ``stop(grace=None)``, the bounded shutdown.
 
+A pool belongs to the token current where it is made (a scope body, a
+worker, else the root token that ``handle_signals`` stops), as a Scope
+does: when that token stops, the pool runs its bounded ``stop()`` in a
+thread of its own. Without this, ``with ThreadPool() as pool:`` under
+``quiesce.run`` would hang on SIGTERM: ``Stopped`` unwinds ``main`` into
+the pool's ``__exit__``, whose ``shutdown(wait=True)`` waits, as the
+stdlib's does, for a task nobody asked to stop. The link holds the pool
+weakly and is dropped when the pool is collected or has stopped.
+
 Pools never shut down by their user are stopped at interpreter exit (by
 ``threading._register_atexit``, before the interpreter joins threads), so
 a stuck task never hangs the exit as it does with the stdlib's pools.
@@ -23,8 +32,11 @@ from concurrent.futures import Executor
 from typing import Any, TypeVar
 
 from quiesce import _describers, _validate
+from quiesce._context import current_token
 from quiesce._main_wait import in_slices
 from quiesce._pool_futures import TaskFuture
+from quiesce._token import StopHandle
+from quiesce._worker import EndedBy
 
 T = TypeVar("T")
 log = logging.getLogger("quiesce")
@@ -74,7 +86,52 @@ class Pool(Executor):
         self._running: dict[TaskFuture[Any], Task] = {}
         self._idle_hooks: list[Callable[[], None]] = []
         self._watchers = 0  # threads in _wait_until: task ends must notify them
+        self._ended_by: EndedBy = "stopped"  # the hardest way a task of ours had to end
+        self._above: StopHandle | None = None
+        self._stopped_from_above: str | None = None
         _live_pools.add(self)
+
+    def _note_ending(self, how: EndedBy) -> None:
+        """Remember the hardest ending so far, for a scope's report."""
+        if _HARDNESS.index(how) > _HARDNESS.index(self._ended_by):
+            self._ended_by = how
+
+    def _hurry(self, sig: int) -> None:
+        """A scope's ladder step (SIGTERM, SIGKILL), maybe earlier than our own grace."""
+        raise NotImplementedError
+
+    def _link_above(self) -> None:
+        """Stop when the current token stops; call last in ``__init__`` (it may fire at once)."""
+        parent = current_token()
+        pool_ref, parent_ref = weakref.ref(self), weakref.ref(parent)
+
+        def stop_from_above() -> None:
+            pool, token = pool_ref(), parent_ref()
+            if pool is not None:
+                pool._stop_from_above(token.reason if token is not None else None)
+
+        self._above = handle = parent.on_stop(stop_from_above)
+        weakref.finalize(self, handle.cancel)
+
+    def _unlink_above(self) -> None:
+        """Ended, or owned by a scope that stops it itself: no stop from above needed."""
+        handle, self._above = self._above, None
+        if handle is not None:
+            handle.cancel()
+
+    def _stop_from_above(self, reason: str | None) -> None:
+        """Runs in the stopping thread (maybe a signal's helper): stop in a thread of our own."""
+        with self._lock:
+            self._stopped_from_above = reason or "stopped from above"
+            self._shutdown = True  # no new work from now on, even before the stop thread runs
+        threading.Thread(target=self._stop_quietly, name=f"quiesce-stop-{type(self).__name__}",
+                         daemon=True).start()
+
+    def _stop_quietly(self) -> None:
+        try:
+            self.stop()
+        except Exception:
+            log.exception("quiesce: stopping %r failed", self)
 
     # -- the Executor surface -----------------------------------------------------------
     def submit(self, fn: Callable[..., T], /, *args: Any, **kwargs: Any) -> TaskFuture[T]:
@@ -95,13 +152,20 @@ class Pool(Executor):
     def _check_submit(self, fn: object) -> None:
         _validate.callable_target("fn", fn)
         if self._shutdown:
-            raise RuntimeError(f"cannot submit to a {type(self).__name__} after shutdown "
-                               "or stop")
+            raise RuntimeError(self._closed_message())
+
+    def _closed_message(self) -> str:
+        name = type(self).__name__
+        if self._stopped_from_above is not None:
+            return (f"cannot submit to a {name} stopped from above "
+                    f"({self._stopped_from_above}): the token current where it was made stopped")
+        return f"cannot submit to a {name} after shutdown or stop"
 
     def stop(self, grace: float | None = None) -> None:
         """Cancel what waits, stop what runs; return within grace + kill_after (+ reaping)."""
         grace = self._grace if grace is None else _validate.required_seconds("grace", grace)
         self._stop(grace)
+        self._unlink_above()
 
     def _stop(self, grace: float) -> None:
         raise NotImplementedError
@@ -167,6 +231,7 @@ class Pool(Executor):
                 self._watchers -= 1
 
 
+_HARDNESS: tuple[EndedBy, ...] = ("stopped", "terminated", "killed", "abandoned")
 _live_pools: weakref.WeakSet[Pool] = weakref.WeakSet()
 
 

@@ -6,14 +6,21 @@ task (its token, then the pool's ladder); a timeout ends it with
 ``TimeoutError`` the same way. The task may still be running for a
 moment: when it returns, its result is dropped (``resolve`` ignores a
 future that is already done).
+
+``result()`` and ``exception()`` wait in slices in the main thread (see
+_main_wait): a SIGTERM handled by ``handle_signals`` must run while the
+main thread waits on a future, or the stop it starts never comes.
 """
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable
 from concurrent.futures import Future, InvalidStateError
-from concurrent.futures._base import CANCELLED_AND_NOTIFIED, RUNNING
+from concurrent.futures._base import CANCELLED, CANCELLED_AND_NOTIFIED, FINISHED, RUNNING
 from typing import Any, TypeVar
+
+from quiesce._main_wait import in_slices
 
 T = TypeVar("T")
 
@@ -22,6 +29,24 @@ class TaskFuture(Future[T]):
     """A Future whose ``cancel()`` also stops a running task."""
 
     _stop_running: Callable[[TaskFuture[Any], str], None] | None = None
+
+    def result(self, timeout: float | None = None) -> T:
+        if self._state not in _DONE and threading.current_thread() is threading.main_thread():
+            in_slices(self._wait_done, timeout)
+            timeout = 0
+        return super().result(timeout)
+
+    def exception(self, timeout: float | None = None) -> BaseException | None:
+        if self._state not in _DONE and threading.current_thread() is threading.main_thread():
+            in_slices(self._wait_done, timeout)
+            timeout = 0
+        return super().exception(timeout)
+
+    def _wait_done(self, timeout: float | None) -> bool:
+        with self._condition:
+            if self._state not in _DONE:
+                self._condition.wait(timeout)
+            return self._state in _DONE
 
     def cancel(self) -> bool:
         with self._condition:
@@ -48,6 +73,9 @@ class TaskFuture(Future[T]):
         if stop is not None:
             stop(self, "timed out")
         return True
+
+
+_DONE = frozenset({CANCELLED, CANCELLED_AND_NOTIFIED, FINISHED})
 
 
 def resolve(future: Future[Any], result: Any = None,

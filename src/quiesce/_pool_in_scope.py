@@ -11,6 +11,7 @@ fails is the caller's to look at, as with the stdlib's executors.
 
 from __future__ import annotations
 
+import signal
 import threading
 from typing import TYPE_CHECKING
 
@@ -29,6 +30,7 @@ class PoolWorker(Worker):
         self.pool = pool
         self._stopping = False
         pool._idle_hooks.append(self._notify_scope)
+        pool._unlink_above()  # the scope's ladder stops it, with its own report
 
     @property
     def alive(self) -> bool:
@@ -48,10 +50,17 @@ class PoolWorker(Worker):
             self.pool.shutdown(wait=False)
             return
         self._stopping = True
-        threading.Thread(target=self._stop_pool, name=f"quiesce-stop-{self._name}",
-                         daemon=True).start()
+        threading.Thread(target=self._stop_pool, args=(self.pool.busy(),),
+                         name=f"quiesce-stop-{self._name}", daemon=True).start()
 
-    def _stop_pool(self) -> None:
+    def _terminate(self) -> None:
+        self.pool._hurry(signal.SIGTERM)  # on time, or early after a second signal
+
+    def _kill(self) -> None:
+        self.pool._hurry(signal.SIGKILL)
+
+    def _stop_pool(self, busy: bool) -> None:
+        """The pool's own bounded stop; the report says the hardest step a task needed."""
         self.pool.stop(self._scope._grace)
-        self._finish("stopped")
+        self._finish(self.pool._ended_by if busy else "finished")
         self._notify_scope()

@@ -5,7 +5,9 @@ PDEATHSIG, own process group, tag, SIGTERM raised as ``Stopped``,
 lifeline), with the pool's token as its root. Then it serves tasks one at
 a time from its task pipe and answers on the same pipe:
 ``("ok", id, value)``, ``("stopped", id, reason, by_sigterm)``,
-``("failed", id, exception, traceback_text)``.
+``("failed", id, exception, traceback_text)``. An empty message means
+"exit now": the pool's end of the pipe may live on in a sibling forked
+after us, so its closing is not a reliable signal.
 
 Each task runs with a token of its own, a local child of the pool token.
 A second, one-way *control* pipe carries ``("stop", id, reason)``: a
@@ -81,6 +83,8 @@ def _serve_one(tasks: Connection, pool_token: StopToken, current: _Current,
         data = tasks.recv_bytes()
     except (EOFError, OSError):
         return False  # the pool closed our pipe: shut down
+    if not data:
+        return False  # the pool says goodbye (EOF may never come: see say_goodbye)
     task_id, payload = pickle.loads(data)
     token = pool_token._child_local()
     current.begin(task_id, token)

@@ -95,6 +95,14 @@ class _Worker:
             except (OSError, ValueError):
                 pass  # gone, or closed by the dispatcher
 
+    def say_goodbye(self) -> None:
+        """Ask an idle worker to exit. EOF alone is not enough: under fork, later
+        workers inherit this pipe's owner end, so it never reads as closed."""
+        try:
+            self.tasks.send_bytes(b"")
+        except (OSError, ValueError):
+            pass  # already gone
+
     def close_pipes(self) -> None:
         for conn in (self.tasks, self.control):
             conn.close()
@@ -127,6 +135,7 @@ class ProcessPool(Pool):
         self._start_error: BaseException | None = None
         self._selector: selectors.BaseSelector  # made by the dispatcher thread
         self._closed = threading.Event()  # every worker reaped, every fd closed
+        self._link_above()
 
     # -- Executor ------------------------------------------------------------------------
     def _submit(self, fn: Callable[..., T], args: tuple[Any, ...], kwargs: dict[str, Any],
@@ -136,7 +145,7 @@ class ProcessPool(Pool):
         task = Task(fn, (), {}, timeout)
         with self._lock:
             if self._shutdown:
-                raise RuntimeError("cannot submit to a ProcessPool after shutdown or stop")
+                raise RuntimeError(self._closed_message())
             if self._start_error is not None:
                 raise RuntimeError(f"{self._name} cannot start workers: "
                                    f"{self._start_error}") from self._start_error
@@ -168,16 +177,22 @@ class ProcessPool(Pool):
             self._wake()
         if dispatcher is None:
             self._close()
-        elif wait:
-            in_slices(self._closed.wait, None)
+        elif wait and threading.current_thread() is not dispatcher:
+            in_slices(self._closed.wait, None)  # (a done-callback runs on the dispatcher)
 
     def _stop(self, grace: float) -> None:
+        if threading.current_thread() is self._dispatcher:
+            # A done-callback (they run here) stopping the pool: the dispatcher must go
+            # on serving the ladder, so the stop runs beside it and this call returns.
+            threading.Thread(target=self._stop, args=(grace,), daemon=True,
+                             name=f"{self._name}-stop").start()
+            return
         with self._lock:
             self._shutdown = self._stopping = True
             self._cancel_pending()
             running = list(self._running)
             dispatcher = self._dispatcher
-        self._token.stop("pool stopped")
+        self._token.stop(self._stopped_from_above or "pool stopped")
         for future in running:
             future.cancel()
         with self._lock:
@@ -325,7 +340,7 @@ class ProcessPool(Pool):
     def _escalate(self, worker: _Worker, task_id: int, sig: int) -> None:
         with self._lock:
             if worker.task is not None and worker.task_id == task_id:
-                worker.signal(sig)
+                self._signal(worker, sig)
 
     def _busy_workers(self) -> list[_Worker]:
         return [w for w in self._workers if not w.dead and w.task is not None]
@@ -333,7 +348,15 @@ class ProcessPool(Pool):
     def _signal_busy(self, sig: int) -> None:
         with self._lock:
             for worker in self._busy_workers():
-                worker.signal(sig)
+                self._signal(worker, sig)
+
+    def _signal(self, worker: _Worker, sig: int) -> None:
+        """Signal a busy worker (under the lock); remember it for a scope's report."""
+        worker.signal(sig)
+        self._note_ending("killed" if sig == signal.SIGKILL else "terminated")
+
+    def _hurry(self, sig: int) -> None:
+        self._signal_busy(sig)
 
     # -- helpers --------------------------------------------------------------------------------
     def _wake(self) -> None:
@@ -369,6 +392,7 @@ class ProcessPool(Pool):
             workers = list(self._workers)
             self._workers.clear()
         for worker in workers:
+            worker.say_goodbye()
             worker.close_pipes()
         for worker in workers:
             worker.process.join(self._grace + self._kill_after)
@@ -387,6 +411,7 @@ class ProcessPool(Pool):
                 os.close(self._wake_w)
                 self._wake_r = self._wake_w = -1
         self._timer_obj.close()
+        self._unlink_above()
         selector = getattr(self, "_selector", None)
         if selector is not None:
             selector.close()

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import logging
 import queue
+import signal
 import sys
 import threading
 import time
@@ -48,7 +49,12 @@ class _WorkerThread:
 
 @final
 class ThreadPool(Pool):
-    """``concurrent.futures.ThreadPoolExecutor``, plus stoppable tasks."""
+    """``concurrent.futures.ThreadPoolExecutor``, plus stoppable tasks.
+
+    Its threads are daemons, so a stuck task never blocks interpreter exit;
+    but ``shutdown(wait=True)`` (and leaving a ``with`` block) still waits
+    for running tasks, as the stdlib's does. ``stop()`` is the bounded end.
+    """
 
     kind = "thread"
 
@@ -63,6 +69,8 @@ class ThreadPool(Pool):
         self._timer_obj: Timer | None = None
         self._stop_hook = self._stop_running  # one bound method, not one per task
         self._wants_token: dict[Any, bool] = {}
+        self._stopping = False
+        self._link_above()
 
     # -- Executor ---------------------------------------------------------------------------
     def _submit(self, fn: Callable[..., T], args: tuple[Any, ...], kwargs: dict[str, Any],
@@ -90,28 +98,50 @@ class ThreadPool(Pool):
             for _ in workers:
                 self._queue.put(None)
         if wait:
-            self._wait_until(lambda: not any(w in self._workers for w in workers), None)
-        if self._timer_obj is not None and wait:
-            self._timer_obj.close()
+            me = self._own_worker()  # a task or done-callback of ours: it cannot wait for itself
+            others = [w for w in workers if w is not me]
+            self._wait_until(lambda: not any(w in self._workers for w in others), None)
+            if self._timer_obj is not None:
+                self._timer_obj.close()
+            self._unlink_above()
 
     def _stop(self, grace: float) -> None:
         with self._lock:
-            self._shutdown = True
+            self._shutdown = self._stopping = True  # set before the snapshot: see _run
             self._cancel_queued()
             running = list(self._running)
             for _ in self._workers:
                 self._queue.put(None)
         for future in running:
             future.cancel()  # stops its token
-        self._wait_until(lambda: not self._running, grace)
+        me = self._own_worker()
+        mine = me.task if me is not None else None  # stopped, but it is running this very call
+        own = {mine.future} if mine is not None else set()
+        self._wait_until(lambda: not self._running.keys() - own, grace)
         with self._lock:
-            stuck = list(self._running.values())
+            stuck = [task for task in self._running.values() if task is not mine]
         for task in stuck:
+            task.future.cancel()  # no-op unless it started as we stopped
             self._abandon(task, replace=False)
         if self._timer_obj is not None:
             self._timer_obj.close()
 
+    def _hurry(self, sig: int) -> None:
+        """Threads cannot be signalled: at the ladder's last step, abandon what still runs."""
+        if sig == signal.SIGKILL:
+            with self._lock:
+                stuck = list(self._running.values())
+            for task in stuck:
+                task.future.cancel()  # an abandoned task's future must not stay RUNNING
+                self._abandon(task, replace=False)
+
     # -- workers ------------------------------------------------------------------------------
+    def _own_worker(self) -> _WorkerThread | None:
+        """The worker whose thread calls (a task or a done-callback), else None."""
+        me = threading.current_thread()
+        with self._lock:
+            return next((w for w in self._workers if w.thread is me), None)
+
     def _add_worker(self) -> None:
         worker = _WorkerThread()
         worker.thread = threading.Thread(target=self._work, args=(worker,), daemon=True,
@@ -160,6 +190,9 @@ class ThreadPool(Pool):
             _current.set(token)
             worker.current = token
         try:
+            if self._stopping:  # read after the insert: stop() saw this task, or we see this
+                future.cancel()
+                return
             result = fn(*args, **kwargs)
         except BaseException as exc:  # Stopped too: the future tells, as the stdlib's would
             try:
@@ -201,6 +234,8 @@ class ThreadPool(Pool):
         if task is None or task.token is None:
             return
         task.token.stop(reason)
+        if self._stopping:
+            return  # stop() abandons what still runs after its grace
         self._timer().call_at(time.monotonic() + self._grace,
                               lambda: self._abandon(task, replace=True))
 
@@ -212,6 +247,7 @@ class ThreadPool(Pool):
                 return
             worker.abandoned = True
             worker.token = None
+            self._note_ending("abandoned")
             self._workers.discard(worker)
             self._running.pop(task.future, None)
             self._changed.notify_all()

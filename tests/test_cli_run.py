@@ -1,0 +1,122 @@
+"""`quiesce run`: what tests/test_supervise.py leaves unproven.
+
+- Reaping is prompt: every zombie is sampled continuously and none may
+  last 250 ms. A single look after the storm (as test_supervise does)
+  would also pass a reaper on a 1 s timer; the negative control runs
+  exactly such a reaper and must fail the same check.
+- A leftover is gone at the very moment `quiesce run` exits, not merely
+  signalled: one that takes 0.8 s to clean up is waited for, one that
+  ignores SIGTERM is killed after the grace. The negative control (no
+  supervisor) shows the check sees a survivor.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import psutil
+import pytest
+
+from procs import alive, seconds_until_gone
+
+PROGRAMS = Path(__file__).parent / "programs"
+QUIESCE_RUN = [sys.executable, "-m", "quiesce", "run"]
+# 100 orphans exiting 10 ms apart (over 1 s, a whole period of a 1 s timer); command ends at 1.6 s
+STORM = [sys.executable, str(PROGRAMS / "cli_orphan_storm.py"), "100", "0.01", "1.6"]
+PROMPT = 0.25  # the longest a zombie may wait to be reaped, with room for a loaded CI machine
+
+
+def watch_zombies(pid: int, done: Callable[[], bool]) -> tuple[float, int]:
+    """Sample ``pid``'s children until ``done()``.
+
+    Returns the longest time any one child was seen as a zombie, and how
+    many distinct children were seen at all (proving the orphans were
+    re-parented to ``pid`` where the sampling could see them).
+    """
+    first: dict[int, float] = {}
+    last: dict[int, float] = {}
+    seen: set[int] = set()
+    deadline = time.monotonic() + 30
+    while not done() and time.monotonic() < deadline:
+        now = time.monotonic()
+        try:
+            children = psutil.Process(pid).children()
+        except psutil.Error:
+            break
+        for child in children:
+            seen.add(child.pid)
+            try:
+                if child.status() == psutil.STATUS_ZOMBIE:
+                    first.setdefault(child.pid, now)
+                    last[child.pid] = now
+            except psutil.Error:
+                continue  # reaped while we looked
+    longest = max((last[p] - first[p] for p in first), default=0.0)
+    return longest, len(seen)
+
+
+def storm_under(supervisor: list[str]) -> tuple[float, int, int]:
+    proc = subprocess.Popen([*supervisor, *STORM])
+    try:
+        longest, seen = watch_zombies(proc.pid, lambda: proc.poll() is not None)
+        return longest, seen, proc.wait(30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+
+
+def test_every_zombie_is_reaped_within_milliseconds() -> None:
+    longest, seen, status = storm_under([*QUIESCE_RUN, "--"])
+    assert status == 0
+    assert seen >= 90, "the orphans were not re-parented to quiesce run"
+    assert longest < PROMPT, f"a zombie waited {longest:.3f} s to be reaped"
+
+
+def test_negative_control_a_reaper_on_a_1s_timer_fails_the_check() -> None:
+    longest, seen, status = storm_under([sys.executable, str(PROGRAMS / "cli_slow_reaper.py")])
+    assert status == 0
+    assert seen >= 90
+    assert longest > 2 * PROMPT, f"only {longest:.3f} s: the check cannot tell a timer"
+
+
+def _start_leftover(supervisor: list[str], mode: str, tmp_path: Path) -> tuple[int, float, int]:
+    """Run cli_leftover.py under ``supervisor``; return its status, the time taken and
+    the leftover's PID, checking the leftover at the instant the supervisor was reaped."""
+    pidfile = tmp_path / "leftover.pid"
+    started = time.monotonic()
+    status = subprocess.run([*supervisor, sys.executable, str(PROGRAMS / "cli_leftover.py"),
+                             mode, str(pidfile), str(tmp_path / "marker")], timeout=30).returncode
+    return status, time.monotonic() - started, int(pidfile.read_text())
+
+
+@pytest.mark.parametrize(("mode", "grace"), [("slow", 5.0), ("ignore", 1.0)])
+def test_a_leftover_is_gone_when_quiesce_run_exits(mode: str, grace: float,
+                                                   tmp_path: Path) -> None:
+    status, took, leftover = _start_leftover([*QUIESCE_RUN, "--grace", str(grace), "--"], mode,
+                                             tmp_path)
+    gone = not alive(leftover)
+    assert status == 7  # the command's own status, not the leftover's
+    assert gone, f"quiesce run exited while leftover {leftover} ({mode}) still ran"
+    if mode == "slow":
+        assert (tmp_path / "marker").read_text() == "cleaned\n", "its cleanup was cut short"
+        assert took < grace, "a leftover that ended on SIGTERM made quiesce wait the whole grace"
+    else:
+        assert took >= grace, "SIGKILL came before the grace was over"
+
+
+def test_negative_control_without_quiesce_the_leftover_survives(tmp_path: Path) -> None:
+    status, _, leftover = _start_leftover([], "slow", tmp_path)
+    try:
+        assert status == 7
+        assert alive(leftover), "the check above cannot see a survivor"
+    finally:
+        try:
+            psutil.Process(leftover).kill()  # by PID, create-time checked: ours
+        except psutil.NoSuchProcess:
+            pass
+        assert seconds_until_gone([leftover])[1] == []
