@@ -8,6 +8,9 @@
   signalled: one that takes 0.8 s to clean up is waited for, one that
   ignores SIGTERM is killed after the grace. The negative control (no
   supervisor) shows the check sees a survivor.
+- A *stopped* leftover acts on SIGTERM only once continued, so the stop
+  signal is followed by SIGCONT (as systemd does); without it, it would
+  live until SIGKILL after the whole grace.
 """
 
 from __future__ import annotations
@@ -120,3 +123,12 @@ def test_negative_control_without_quiesce_the_leftover_survives(tmp_path: Path) 
         except psutil.NoSuchProcess:
             pass
         assert seconds_until_gone([leftover])[1] == []
+
+
+def test_a_stopped_leftover_ends_on_the_stop_signal() -> None:
+    grace = 3.0
+    started = time.monotonic()
+    result = subprocess.run([*QUIESCE_RUN, "--grace", str(grace), "--", "bash", "-c",
+                             "setsid sleep 60 & p=$!; sleep 0.2; kill -STOP $p"], timeout=30)
+    assert result.returncode == 0
+    assert time.monotonic() - started < grace, "the stopped leftover waited for SIGKILL"

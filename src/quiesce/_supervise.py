@@ -222,14 +222,18 @@ class _Supervisor:
         """--signal to every remaining descendant (the group too unless it just got one)."""
         self.stopping_since = time.monotonic()
         sig = self.options.stop_signal
+        # A stopped (SIGSTOP'ed) process keeps the signal pending until SIGKILL:
+        # SIGCONT after it, as systemd does, so it acts within the grace.
         if self.blind_init:
             _kill_namespace(sig)
+            _kill_namespace(signal.SIGCONT)
             return
         skip_group = self.pid if group_signalled else None
         count = 0
         for ref in self._snapshot():
             if skip_group is None or _pgid(ref.pid) != skip_group:
                 count += ref.send(sig)
+            ref.send(signal.SIGCONT)
             ref.close()
         if count:
             self.log(f"sent {sig.name} to {count} process(es); SIGKILL in {self.options.grace} s")
