@@ -24,6 +24,8 @@ import pytest
 from quiesce._guardian_client import Guardian
 from quiesce._proctree import ProcRef
 
+from procs import alive
+
 OWNER = r"""
 import json, os, subprocess, sys, time
 from quiesce import _proctree as pt
@@ -74,12 +76,6 @@ time.sleep(100)
 """
 
 
-def _alive(pid: int) -> bool:
-    try:
-        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
-    except psutil.NoSuchProcess:
-        return False
-
 
 class Owner:
     def __init__(self, mode: str) -> None:
@@ -98,10 +94,10 @@ class Owner:
     def gone_within(self, seconds: float) -> float:
         """Seconds until every process of ``ours`` ended (asserting it is < ``seconds``)."""
         started = time.monotonic()
-        while any(_alive(pid) for pid in self.ours) and time.monotonic() - started < 5:
+        while any(alive(pid) for pid in self.ours) and time.monotonic() - started < 5:
             time.sleep(0.001)
         latency = time.monotonic() - started
-        assert [pid for pid in self.ours if _alive(pid)] == []
+        assert [pid for pid in self.ours if alive(pid)] == []
         assert latency < seconds
         return latency
 
@@ -125,9 +121,9 @@ def owner(request: pytest.FixtureRequest) -> Iterator[Owner]:
 
 def _check_guardian_ended_and_controls_live(o: Owner) -> None:
     deadline = time.monotonic() + 2
-    while _alive(o.guardian) and time.monotonic() < deadline:
+    while alive(o.guardian) and time.monotonic() < deadline:
         time.sleep(0.005)
-    assert not _alive(o.guardian), "the guardian outlived its sweep"
+    assert not alive(o.guardian), "the guardian outlived its sweep"
     # negative test: the sweep is over, and nothing that isn't the owner's was touched
     for pid, ref in o.controls.items():
         assert ref is not None and ref.alive(), f"control {pid} was killed"
@@ -136,7 +132,7 @@ def _check_guardian_ended_and_controls_live(o: Owner) -> None:
 @pytest.mark.parametrize("owner", ["normal", "stray-pipe"], indirect=True)
 def test_owner_sigkilled_its_orphans_die_and_strangers_live(owner: Owner) -> None:
     assert owner.guardian is not None and len(owner.ours) == 4  # sh, its 2 sleeps, escaper
-    assert all(_alive(pid) for pid in owner.ours)
+    assert all(alive(pid) for pid in owner.ours)
     owner.proc.send_signal(signal.SIGKILL)
     owner.proc.wait()
     latency = owner.gone_within(1.0)  # the SPEC's guarantee
@@ -176,7 +172,7 @@ def test_the_guardian_ignores_terminal_signals(owner: Owner) -> None:
     for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
         guardian.send_signal(sig)
     time.sleep(0.2)
-    assert _alive(owner.guardian)
+    assert alive(owner.guardian)
     owner.proc.send_signal(signal.SIGKILL)
     owner.proc.wait()
     owner.gone_within(1.0)
@@ -208,7 +204,7 @@ def test_get_is_a_thread_safe_singleton() -> None:
         t.join()
     assert len({id(g) for g in got}) == 1
     g = got[0]
-    assert g.pid is not None and _alive(g.pid)
+    assert g.pid is not None and alive(g.pid)
     with pytest.raises(ValueError, match="pgid"):
         g.watch_group(0)
 
@@ -235,10 +231,10 @@ def test_a_forked_child_gets_its_own_guardian() -> None:
     assert closed, "the parent's pipe stayed open in the child: its guardian would never see EOF"
     assert child_guardian not in (None, parent.pid)
     deadline = time.monotonic() + 2
-    while _alive(child_guardian) and time.monotonic() < deadline:
+    while alive(child_guardian) and time.monotonic() < deadline:
         time.sleep(0.005)
-    assert not _alive(child_guardian)  # the child ended, so did its guardian
-    assert _alive(parent.pid)
+    assert not alive(child_guardian)  # the child ended, so did its guardian
+    assert alive(parent.pid)
 
 
 def test_a_dead_guardian_is_reaped_and_restarted_with_its_groups(

@@ -22,6 +22,8 @@ import pytest
 from quiesce import _proctree
 from quiesce._proctree import ProcRef, env_with_tag, kill_tree, new_tag, signal_tree, snapshot
 
+from procs import alive
+
 # argv: DEPTH CODE [escape]. Each level prints "chain PID" and starts the next
 # one; the last, given "escape", double-forks a setsid'd `sleep` that is no
 # longer anybody's descendant here, and prints "escaper PID".
@@ -47,12 +49,6 @@ time.sleep(100)
 
 SLEEP = ["sleep", "100"]
 
-
-def _alive(pid: int) -> bool:
-    try:
-        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
-    except psutil.NoSuchProcess:
-        return False
 
 
 def _start_chain(tag: str, depth: int, escape: bool) -> tuple[subprocess.Popen[str], list[int],
@@ -133,7 +129,7 @@ def test_procref_of_an_ended_process_is_dead_and_never_signals(opener: object) -
     assert isinstance(ref, ProcRef) and ref.alive()
     assert ref.send(0)
     proc.kill()
-    while _alive(proc.pid):
+    while alive(proc.pid):
         time.sleep(0.005)
     assert not ref.alive()  # a zombie counts as dead
     assert ref.send(signal.SIGTERM) is False
@@ -148,7 +144,7 @@ def test_procref_of_an_ended_process_is_dead_and_never_signals(opener: object) -
 def test_procref_open_refuses_zombies_and_bad_pids() -> None:
     proc = subprocess.Popen(SLEEP)
     proc.kill()
-    while _alive(proc.pid):
+    while alive(proc.pid):
         time.sleep(0.005)
     assert ProcRef.open(proc.pid) is None  # a zombie, not yet reaped
     proc.wait()
@@ -171,7 +167,7 @@ def test_kill_tree_ends_a_10_level_chain_and_its_setsid_escaper(tag: str) -> Non
 
         assert kill_tree(root_pid=root.pid, tag=tag, timeout=5.0)
         assert snapshot(root_pid=root.pid, tag=tag) == []
-        assert not any(_alive(pid) for pid in [*chain, escaper])
+        assert not any(alive(pid) for pid in [*chain, escaper])
     finally:
         kill_tree(root_pid=root.pid, tag=tag, timeout=2.0)
         root.wait()
@@ -183,12 +179,12 @@ def test_a_chain_whose_middle_died_is_still_found_by_tag(tag: str) -> None:
     root, chain, _ = _start_chain(tag, 6, escape=False)
     try:
         os.kill(chain[2], signal.SIGKILL)  # its children are re-parented away from the root
-        while _alive(chain[2]):
+        while alive(chain[2]):
             time.sleep(0.005)
         assert [ref.pid for ref in snapshot(root_pid=root.pid)] == chain[:2]
         assert {ref.pid for ref in snapshot(tag=tag)} == {*chain[:2], *chain[3:]}
         assert kill_tree(tag=tag)
-        assert not any(_alive(pid) for pid in chain)
+        assert not any(alive(pid) for pid in chain)
     finally:
         kill_tree(root_pid=root.pid, tag=tag, timeout=2.0)
         root.wait()
