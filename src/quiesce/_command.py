@@ -20,7 +20,7 @@ from quiesce._guardian_client import Guardian
 Argv = str | bytes | os.PathLike[str] | Sequence[str | bytes | os.PathLike[str]]
 
 
-def check_argv(caller: str, argv: object, shell: bool) -> None:
+def check_argv(caller: str, argv: object) -> None:
     """Raise a TypeError/ValueError naming ``argv`` and what is wrong with it."""
     if isinstance(argv, str | bytes | os.PathLike):
         if not os.fspath(argv):
@@ -35,8 +35,17 @@ def check_argv(caller: str, argv: object, shell: bool) -> None:
         if not isinstance(arg, str | bytes | os.PathLike):
             raise TypeError(f"{caller}: argv[{i}] must be a string or path, not "
                             f"{type(arg).__name__} {arg!r}")
-    if shell and len(argv) > 1:
-        pass  # the stdlib's meaning: extra items are arguments to the shell itself
+
+
+def signal_group(pgid: int, sig: int) -> None:
+    """Signal a command's process group; nothing if it is already empty (or not ours).
+
+    Callers make sure the leader is not yet reaped, so ``pgid`` is still theirs.
+    """
+    try:
+        os.killpg(pgid, sig)
+    except (ProcessLookupError, PermissionError):
+        pass
 
 
 def command_name(argv: Argv) -> str:
@@ -51,7 +60,7 @@ def start(caller: str, argv: Argv, tag: str, kwargs: dict[str, Any]) -> subproce
         if kwargs.get(forbidden) is not None:
             raise ValueError(f"{caller}: {forbidden} is not supported (it is unsafe with "
                              "threads); quiesce sets up the process group itself")
-    check_argv(caller, argv, bool(kwargs.get("shell")))
+    check_argv(caller, argv)
     kwargs = dict(kwargs)
     kwargs["env"] = _proctree.env_with_tag(tag, kwargs.get("env"))
     if not kwargs.get("start_new_session") and kwargs.get("process_group") is None:

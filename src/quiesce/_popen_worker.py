@@ -69,10 +69,7 @@ class PopenWorker(Worker):
     def _signal_group(self, sig: int) -> None:
         with self._lock:
             if not self._reaped and self._popen is not None:
-                try:
-                    os.killpg(self._popen.pid, sig)
-                except (ProcessLookupError, PermissionError):
-                    pass
+                _command.signal_group(self._popen.pid, sig)
         _proctree.signal_tree(sig, tag=self._tag)
 
     def _on_stop_requested(self) -> None:

@@ -31,6 +31,7 @@ from __future__ import annotations
 import itertools
 import logging
 import os
+import select
 import signal
 import threading
 import time
@@ -190,8 +191,6 @@ class ProcRef:
     def alive(self) -> bool:
         """Running (a zombie counts as dead)."""
         if self._pidfd is not None:
-            import select
-
             if select.select([self._pidfd], [], [], 0)[0]:
                 return False
             info = _stat(self.pid)

@@ -218,10 +218,7 @@ class _Session:
             return
         self.kill_at = time.monotonic() + self.grace
         if include_root and self.proc.poll() is None:
-            try:
-                os.killpg(self.proc.pid, signal.SIGTERM)
-            except (ProcessLookupError, PermissionError):
-                pass
+            _command.signal_group(self.proc.pid, signal.SIGTERM)
         _proctree.signal_tree(signal.SIGTERM, tag=self.tag, pgid=self.proc.pid,
                               include_root=False)
 

@@ -129,7 +129,7 @@ class Scope:
         It gets SIGTERM to its group when the scope stops, SIGKILL to its
         whole tree after grace + kill_after; ``worker.popen`` is the Popen.
         """
-        check_argv("scope.popen", argv, bool(popen_kwargs.get("shell")))
+        check_argv("scope.popen", argv)  # before command_name() reads argv
         with self._lock:
             self._check_open()
             worker = PopenWorker(self, f"{self.name}/{command_name(argv)}-"

@@ -42,6 +42,7 @@ from collections.abc import Mapping, Sequence
 from types import FrameType
 
 from quiesce import _platform, _proctree
+from quiesce._command import signal_group
 
 FORWARDED = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGQUIT,
              signal.SIGUSR1, signal.SIGUSR2)
@@ -210,7 +211,7 @@ class _Supervisor:
         sig = signal.Signals(signum)
         if self.status is None:
             self.log(f"forwarding {sig.name} to process group {self.pid}")
-            _killpg(self.pid, sig)
+            signal_group(self.pid, sig)
         if sig in STOPPING:
             if self.stopping_since is None:
                 self._begin_stop(group_signalled=self.status is None)
@@ -296,13 +297,6 @@ def _drain(fd: int) -> list[int]:
             break
         data += chunk
     return list(data)
-
-
-def _killpg(pgid: int, sig: int) -> None:
-    try:
-        os.killpg(pgid, sig)
-    except (ProcessLookupError, PermissionError):
-        pass
 
 
 def _pgid(pid: int) -> int | None:
