@@ -27,7 +27,7 @@ TEST_TAG_ENV = "QUIESCE_TEST_TAG"
 _ALLOWED_CMDLINE_MARKERS = (
     "multiprocessing.forkserver",
     "multiprocessing.resource_tracker",
-    "quiesce/_guardian.py",
+    "quiesce/_proc/_guardian.py",
 )
 
 

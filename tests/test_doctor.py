@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from quiesce._diagnose import agent_command
+from quiesce._cli._diagnose import agent_command
 
 PROGRAM = Path(__file__).parent / "programs" / "hangs_after_main.py"
 

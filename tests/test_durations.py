@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from quiesce._durations import parse_duration
+from quiesce._cli._durations import parse_duration
 
 
 @pytest.mark.parametrize(("text", "seconds"), [

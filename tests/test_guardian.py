@@ -21,15 +21,15 @@ from pathlib import Path
 import psutil
 import pytest
 
-from quiesce._guardian_client import Guardian
-from quiesce._proctree import ProcRef
+from quiesce._proc._guardian_client import Guardian
+from quiesce._proc._proctree import ProcRef
 
 from procs import alive
 
 OWNER = r"""
 import json, os, subprocess, sys, time
-from quiesce import _proctree as pt
-from quiesce._guardian_client import Guardian
+from quiesce._proc import _proctree as pt
+from quiesce._proc._guardian_client import Guardian
 
 mode = sys.argv[1]
 started = time.perf_counter()
@@ -168,7 +168,7 @@ def test_the_guardian_ignores_terminal_signals(owner: Owner) -> None:
     while _ignored(owner.guardian) & mask != mask and time.monotonic() < deadline:
         time.sleep(0.005)  # until it has started and set its handlers
     assert os.getsid(owner.guardian) == owner.guardian  # own session: no terminal's Ctrl-C
-    assert "quiesce/_guardian.py" in " ".join(guardian.cmdline())
+    assert "quiesce/_proc/_guardian.py" in " ".join(guardian.cmdline())
     for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
         guardian.send_signal(sig)
     time.sleep(0.2)
@@ -183,7 +183,7 @@ def test_a_guardian_that_cannot_start_degrades_to_a_no_op(tmp_path: Path) -> Non
     code = (
         "import sys\n"
         "sys.executable = '/nonexistent/python'\n"
-        "from quiesce._guardian_client import Guardian\n"
+        "from quiesce._proc._guardian_client import Guardian\n"
         "g = Guardian.get(); g.watch_group(12345); g.unwatch_group(12345)\n"
         "print(g.pid, Guardian.get() is g)\n"
     )

@@ -20,9 +20,9 @@ from pathlib import Path
 import pytest
 
 import quiesce
-from quiesce._context import using
-from quiesce._pool_base import Pool
-from quiesce._scope import hurry_all_scopes
+from quiesce._core._context import using
+from quiesce._pools._pool_base import Pool
+from quiesce._scope._scope import hurry_all_scopes
 
 from pool_tasks import add, ignore_everything, ignore_token, slow, wait_for_stop
 from procs import alive, seconds_until_gone

@@ -19,8 +19,8 @@ from collections.abc import Iterator
 import psutil
 import pytest
 
-from quiesce import _proctree
-from quiesce._proctree import ProcRef, env_with_tag, kill_tree, new_tag, signal_tree, snapshot
+from quiesce._proc import _proctree
+from quiesce._proc._proctree import ProcRef, env_with_tag, kill_tree, new_tag, signal_tree, snapshot
 
 from procs import alive
 
@@ -235,7 +235,7 @@ def test_pgid_selects_the_group_and_include_root_leaves_out_its_leader() -> None
 
 ANCESTOR_B = r"""
 import json, os, signal, subprocess, sys
-from quiesce import _proctree as pt
+from quiesce._proc import _proctree as pt
 tag, a = sys.argv[1], os.getppid()
 c = subprocess.Popen(["sleep", "100"])  # inherits the tag, like A and B
 found = [r.pid for r in pt.snapshot(root_pid=a, tag=tag, pgid=os.getpgid(0))]

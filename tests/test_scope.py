@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 import quiesce
-from quiesce._scope import Scope
+from quiesce._scope._scope import Scope
 
 from targets import (
     cooperative,
@@ -77,7 +77,7 @@ def test_abandoned_thread_is_reported_and_does_not_block_exit(tmp_path: Path) ->
     script = tmp_path / "prog.py"
     script.write_text(textwrap.dedent("""
         import time
-        from quiesce._scope import Scope
+        from quiesce._scope._scope import Scope
         def forever():
             while True:
                 time.sleep(0.01)
@@ -231,7 +231,7 @@ def test_closed_scope_refuses_new_work() -> None:
 
 def test_lambda_for_a_process_names_the_target() -> None:
     with Scope(mp_context="spawn") as scope:
-        with pytest.raises(TypeError, match=r"<lambda>.*define it at module level"):
+        with pytest.raises(TypeError, match=r"^scope.process: .*<lambda>.*module level"):
             scope.process(lambda: 1)
         assert scope.workers == []
 

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 import quiesce
-from quiesce import _context
+from quiesce._core import _context
 
 PROGRAM = Path(__file__).parent / "programs" / "run_main.py"
 

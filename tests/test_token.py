@@ -186,7 +186,7 @@ def test_current_token_outside_workers_is_root_and_sleep_raises() -> None:
     assert root is quiesce.current_token()
     assert quiesce.stopped() is False
     token = quiesce.StopToken()
-    from quiesce._context import using
+    from quiesce._core._context import using
 
     with using(token):
         assert quiesce.current_token() is token

@@ -1,15 +1,15 @@
 """quiesce: make multi-process and multi-thread programs terminate correctly and gracefully."""
 
-from quiesce._context import current_token, sleep, stopped
-from quiesce._entry import run
-from quiesce._errors import ProcessDied, Stopped
-from quiesce._processpool import ProcessPool
-from quiesce._run_command import run_command
-from quiesce._scope import Scope
-from quiesce._signals import SignalHandling, handle_signals
-from quiesce._threadpool import ThreadPool
-from quiesce._token import StopHandle, StopToken
-from quiesce._worker import Worker, WorkerReport
+from quiesce._core._context import current_token, sleep, stopped
+from quiesce._core._errors import ProcessDied, Stopped
+from quiesce._core._token import StopHandle, StopToken
+from quiesce._pools._processpool import ProcessPool
+from quiesce._pools._threadpool import ThreadPool
+from quiesce._proc._run_command import run_command
+from quiesce._scope._entry import run
+from quiesce._scope._scope import Scope
+from quiesce._scope._signals import SignalHandling, handle_signals
+from quiesce._scope._worker import Worker, WorkerReport
 
 __all__ = [
     "ProcessDied",

@@ -2,6 +2,6 @@
 
 import sys
 
-from quiesce._commandline import main
+from quiesce._cli._commandline import main
 
 sys.exit(main())

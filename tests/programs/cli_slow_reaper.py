@@ -8,7 +8,7 @@ import os
 import sys
 import time
 
-from quiesce._platform import set_child_subreaper
+from quiesce._proc._platform import set_child_subreaper
 
 if __name__ == "__main__":
     assert set_child_subreaper()

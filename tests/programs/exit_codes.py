@@ -2,7 +2,7 @@
 
 import signal
 
-from quiesce._supervise import Options, supervise
+from quiesce._cli._supervise import Options, supervise
 
 if __name__ == "__main__":
     options = Options(grace=5.0, kill_after=5.0, stop_signal=signal.SIGTERM)

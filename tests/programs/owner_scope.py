@@ -10,7 +10,7 @@ import time
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
 
-from quiesce._scope import Scope
+from quiesce._scope._scope import Scope
 
 from targets import spawn_grandchildren
 

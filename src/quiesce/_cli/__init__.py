@@ -1,0 +1,1 @@
+"""quiesce._cli: see docs/architecture.md."""

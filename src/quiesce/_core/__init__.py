@@ -1,0 +1,1 @@
+"""quiesce._core: see docs/architecture.md."""

@@ -1,0 +1,77 @@
+"""Which token governs the running code: current_token(), sleep(), stopped().
+
+A ContextVar holds the token of the worker (thread, process, pool task) or
+scope body that is running; outside any, the process's root token, which
+``handle_signals`` stops. A ContextVar rather than a thread-local so asyncio
+tasks started inside a worker inherit its token.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import threading
+from collections.abc import Iterator
+from contextvars import ContextVar
+
+from quiesce._core import _validate
+from quiesce._core._errors import Stopped
+from quiesce._core._token import StopToken
+
+_current: ContextVar[StopToken | None] = ContextVar("quiesce_current_token", default=None)
+_root: StopToken | None = None
+_root_lock = threading.Lock()
+
+
+def root_token() -> StopToken:
+    """The process's root token (created on first use; a fresh one after fork)."""
+    global _root
+    if _root is None:
+        with _root_lock:
+            if _root is None:
+                _root = StopToken()
+    return _root
+
+
+def set_root_token(token: StopToken) -> None:
+    """Make ``token`` the root (a quiesce child process roots itself in its worker token)."""
+    global _root
+    with _root_lock:
+        _root = token
+
+
+def current_token() -> StopToken:
+    """The token of the calling worker; outside any worker, the root token."""
+    token = _current.get()
+    return token if token is not None else root_token()
+
+
+@contextlib.contextmanager
+def using(token: StopToken) -> Iterator[StopToken]:
+    reset = _current.set(token)
+    try:
+        yield token
+    finally:
+        _current.reset(reset)
+
+
+def sleep(seconds: float) -> None:
+    """Sleep on ``current_token()``; raise ``Stopped`` as soon as it is stopped."""
+    delay = _validate.required_seconds("seconds", seconds)
+    token = current_token()
+    if token.wait(delay):
+        raise Stopped(token.reason)
+
+
+def stopped() -> bool:
+    """Whether ``current_token()`` is stopped."""
+    return current_token().stopped
+
+
+def _after_fork_in_child() -> None:
+    global _root, _root_lock
+    _root_lock = threading.Lock()
+    _root = None
+
+
+os.register_at_fork(after_in_child=_after_fork_in_child)

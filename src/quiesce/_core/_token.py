@@ -1,0 +1,307 @@
+"""StopToken: a one-shot, cooperative stop request for threads and processes.
+
+The watcher (at the end of this module) runs a shared token's local callbacks
+when another process stops it.
+
+A stop made in this process runs callbacks in the stopping thread. A stop
+made in another process only flips shared memory and the eventfd, so one
+daemon thread per process waits, with ``selectors``, on the fds of the
+shared tokens that have callbacks here, and fires them.
+
+The watcher holds each token weakly (a watched token can still be
+collected) but its core, which owns the fd, strongly: the fd is closed only
+after the watcher has unregistered it, so a recycled fd number never meets a
+stale registration. It is the only thread that touches its selector; other
+threads (and the weakref callback of a collected token) hand it work
+through a queue and a wake-up pipe. After fork the child gets a fresh
+watcher re-armed with the inherited tokens (threads and epoll sets do not
+survive fork).
+"""
+
+from __future__ import annotations
+
+import collections
+import itertools
+import logging
+import os
+import selectors
+import threading
+import weakref
+from collections.abc import Callable
+from typing import Any, final
+
+from quiesce._core import _validate
+from quiesce._core._errors import Stopped
+from quiesce._core._main_wait import in_slices
+from quiesce._core._token_core import LocalCore, SharedCore
+
+log = logging.getLogger("quiesce")
+
+_ids = itertools.count(1)
+
+
+@final
+class StopHandle:
+    """Returned by ``StopToken.on_stop``; ``cancel()`` removes the callback."""
+
+    __slots__ = ("_key", "_token")
+
+    def __init__(self, token: StopToken, key: int) -> None:
+        # A weak reference: a handle kept by a child token's finalizer must
+        # not keep its parent alive.
+        self._token: weakref.ref[StopToken] | None = weakref.ref(token)
+        self._key = key
+
+    def cancel(self) -> bool:
+        """Remove the callback; False if it already ran or was cancelled."""
+        ref, self._token = self._token, None
+        token = ref() if ref is not None else None
+        return token is not None and token._remove_callback(self._key)
+
+
+@final
+class StopToken:
+    """A one-shot stop request, shared by threads and by child processes.
+
+    Pass it to a thread or to a ``multiprocessing.Process`` (any start
+    method) as an argument; ``stop()`` from any of them reaches all of them.
+    ``stopped`` is one memory read (~60 ns); ``wait()`` and ``fileno()`` wake at
+    once when the token is stopped, whoever stopped it.
+    """
+
+    __slots__ = ("__weakref__", "_callbacks", "_core", "_fired", "_flag", "_lock", "_watched")
+
+    def __init__(self) -> None:
+        self._setup(SharedCore())
+
+    @classmethod
+    def _local(cls) -> StopToken:
+        """A token that never crosses a process boundary (cheap: thread-pool tasks)."""
+        token = cls.__new__(cls)
+        token._setup(LocalCore())
+        return token
+
+    def _setup(self, core: SharedCore | LocalCore) -> None:
+        self._core = core
+        self._flag: memoryview | bytearray = core.flag  # byte 0: the stopped flag
+        self._lock = threading.Lock()
+        self._callbacks: dict[int, Callable[[], object]] = {}
+        self._fired = False
+        self._watched = False
+
+    # -- the request -------------------------------------------------------
+    def stop(self, reason: str | None = None) -> None:
+        """Request a stop; idempotent, the first reason given is kept."""
+        if reason is not None and not isinstance(reason, str):
+            raise TypeError(f"reason must be a str or None, not {type(reason).__name__}")
+        self._core.set(reason)
+        self._fire()
+
+    @property
+    def stopped(self) -> bool:
+        return self._flag[0] != 0  # one memory read: fit for a hot loop
+
+    @property
+    def reason(self) -> str | None:
+        return self._core.reason()
+
+    def wait(self, timeout: float | None = None) -> bool:
+        """Sleep until stopped (True) or until ``timeout`` seconds pass (False)."""
+        timeout = _validate.seconds("timeout", timeout, allow_none=True)
+        if in_slices(self._core.wait, timeout):
+            self._fire()  # a stop from another process: run local callbacks now
+            return True
+        return False
+
+    def raise_if_stopped(self) -> None:
+        if self._core.is_set():
+            raise Stopped(self._core.reason())
+
+    def fileno(self) -> int:
+        """An fd that becomes readable once the token is stopped (for select)."""
+        return self._core.fileno()
+
+    # -- callbacks and children -----------------------------------------------
+    def on_stop(self, callback: Callable[[], object]) -> StopHandle:
+        """Run ``callback()`` once on stop, in the stopping thread (at once if stopped).
+
+        A stop made by another process runs it in quiesce's watcher thread.
+        """
+        _validate.callable_target("callback", callback)
+        key = next(_ids)
+        with self._lock:
+            if not self._fired:
+                self._callbacks[key] = callback
+                if self._core.shared and not self._watched:
+                    self._watched = True
+                    watcher().watch(self)
+                return StopHandle(self, key)
+        _run_callback(callback)
+        return StopHandle(self, key)
+
+    def child(self) -> StopToken:
+        """A new token that stops when this one stops (never the reverse)."""
+        return self._child(StopToken())
+
+    def _child_local(self) -> StopToken:
+        return self._child(StopToken._local())
+
+    def _child(self, child: StopToken) -> StopToken:
+        # The parent holds the child weakly and neither holds itself, so no
+        # reference cycle delays closing a token's fds until a gc pass.
+        child_ref = weakref.ref(child)
+        core = self._core
+
+        def propagate() -> None:
+            target = child_ref()
+            if target is not None:
+                target.stop(core.reason())
+
+        handle = self.on_stop(propagate)
+        weakref.finalize(child, handle.cancel)
+        return child
+
+    def _remove_callback(self, key: int) -> bool:
+        with self._lock:
+            return self._callbacks.pop(key, None) is not None
+
+    def _fire(self) -> None:
+        """Run the local callbacks once (the flag may have been set elsewhere)."""
+        if self._fired:
+            return
+        with self._lock:
+            if self._fired:
+                return
+            self._fired = True
+            callbacks = list(self._callbacks.values())
+            self._callbacks.clear()
+        for callback in callbacks:
+            _run_callback(callback)
+
+    def _is_shared(self) -> bool:
+        return self._core.shared
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (_rebuild_token, (self._core.reduce(),))
+
+    def __repr__(self) -> str:
+        state = f"stopped reason={self.reason!r}" if self.stopped else "running"
+        kind = "" if self._core.shared else " local"
+        return f"<StopToken{kind} {state}>"
+
+
+def _rebuild_token(core_args: tuple[Any, ...]) -> StopToken:
+    rebuild, args = core_args
+    token = StopToken.__new__(StopToken)
+    token._setup(rebuild(*args))
+    return token
+
+
+def _run_callback(callback: Callable[[], object]) -> None:
+    try:
+        callback()
+    except Exception:
+        log.exception("quiesce: a StopToken.on_stop callback raised")
+
+
+# -- the watcher: stops made in another process ----------------------------
+
+class _Watcher:
+    def __init__(self, tokens: list[StopToken] | None = None) -> None:
+        self._requests: collections.deque[weakref.ref[StopToken]] = collections.deque(
+            weakref.ref(t) for t in tokens or ()
+        )
+        self._wake_r, self._wake_w = os.pipe()
+        os.set_blocking(self._wake_w, False)
+        self._thread: threading.Thread | None = None
+        self._start_lock = threading.Lock()
+        self._watched: dict[int, tuple[weakref.ref[StopToken], object]] = {}
+        if self._requests:
+            self._ensure_thread()
+
+    def watch(self, token: StopToken) -> None:
+        self._requests.append(weakref.ref(token, self._wake))
+        self._ensure_thread()
+        self._wake()
+
+    def tokens(self) -> list[StopToken]:
+        refs = [ref for ref, _ in self._watched.values()] + list(self._requests)
+        return [t for t in (r() for r in refs) if t is not None]
+
+    def _wake(self, _ref: object = None) -> None:
+        try:
+            os.write(self._wake_w, b"\0")
+        except (BlockingIOError, OSError):
+            pass
+        except (AttributeError, TypeError):
+            pass  # a token collected at interpreter exit, after `os` was torn down
+
+    def _ensure_thread(self) -> None:
+        if self._thread is not None:
+            return
+        with self._start_lock:
+            if self._thread is None:
+                thread = threading.Thread(
+                    target=self._run, name="quiesce-token-watcher", daemon=True
+                )
+                thread.start()
+                self._thread = thread
+
+    def _run(self) -> None:
+        selector = selectors.DefaultSelector()
+        selector.register(self._wake_r, selectors.EVENT_READ)
+        while True:
+            while self._requests:
+                self._register(selector, self._requests.popleft())
+            for key, _ in selector.select(timeout=1.0):
+                if key.fd == self._wake_r:
+                    os.read(self._wake_r, 4096)
+                else:
+                    self._unwatch(selector, key.fd)
+            # Unregister tokens that were collected, then let their cores go.
+            for fd, (ref, _core) in list(self._watched.items()):
+                if ref() is None:
+                    selector.unregister(fd)
+                    del self._watched[fd]
+
+    def _register(self, selector: selectors.BaseSelector, ref: weakref.ref[StopToken]) -> None:
+        token = ref()
+        if token is None:
+            return
+        if token.stopped:
+            token._fire()
+            return
+        fd = token.fileno()
+        if fd not in self._watched:
+            selector.register(fd, selectors.EVENT_READ)
+            self._watched[fd] = (weakref.ref(token, self._wake), token._core)
+
+    def _unwatch(self, selector: selectors.BaseSelector, fd: int) -> None:
+        selector.unregister(fd)
+        entry = self._watched.pop(fd, None)
+        token = entry[0]() if entry is not None else None
+        if token is not None:
+            token._fire()
+
+
+_instance: _Watcher | None = None
+_instance_lock = threading.Lock()
+
+
+def watcher() -> _Watcher:
+    global _instance
+    if _instance is None:
+        with _instance_lock:
+            if _instance is None:
+                _instance = _Watcher()
+    return _instance
+
+
+def _after_fork_in_child() -> None:
+    global _instance, _instance_lock
+    _instance_lock = threading.Lock()
+    inherited = _instance.tokens() if _instance is not None else []
+    _instance = _Watcher(inherited) if inherited else None
+
+
+os.register_at_fork(after_in_child=_after_fork_in_child)

@@ -1,0 +1,1 @@
+"""quiesce._pools: see docs/architecture.md."""

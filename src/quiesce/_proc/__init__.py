@@ -1,0 +1,1 @@
+"""quiesce._proc: see docs/architecture.md."""

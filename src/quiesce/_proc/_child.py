@@ -1,0 +1,206 @@
+"""What runs first inside every process a Scope starts, before the user's target.
+
+In order, and why:
+1. PR_SET_PDEATHSIG(SIGKILL), then check the parent is still the owner: the
+   kernel kills us the instant the owner dies, even by SIGKILL; the check
+   closes the race where it died before the prctl.
+2. A process group of our own: the ladder can signal what we start without
+   touching the owner, and a terminal's Ctrl-C reaches the owner only, which
+   then stops us in order instead of every process at once.
+3. The worker's tag in QUIESCE_TAGS: every process we exec carries it, so
+   the owner finds even descendants that setsid or double-fork away.
+4. The worker token becomes this process's root token and current token.
+5. SIGTERM raises ``Stopped`` in the main thread (once): the ladder's second
+   step runs ``finally`` and ``with`` blocks instead of dying on the spot.
+6. A lifeline thread, the portable half of the orphan guarantee: when the
+   owner ends (its sentinel closes, or getppid changes), it stops the token,
+   kills our descendants and ends this process. On Linux the PDEATHSIG has
+   usually done the job already.
+"""
+
+from __future__ import annotations
+
+import functools
+import inspect
+import multiprocessing
+import multiprocessing.connection
+import os
+import pickle
+import signal
+import sys
+import threading
+import traceback
+from types import FrameType
+from typing import Any
+
+from quiesce._core import _context, _deferred
+from quiesce._core._errors import Stopped
+from quiesce._core._token import StopToken
+from quiesce._proc import _platform, _proctree
+
+LIFELINE_POLL = 0.05
+
+
+def wants_token(fn: object) -> bool:
+    """Whether ``fn`` declares a parameter named ``token`` (it then gets the worker's).
+
+    Cached: pools ask once per task, and inspect.signature costs ~10 us.
+    """
+    try:
+        return _wants_token_cached(fn)
+    except TypeError:  # unhashable callable
+        return _wants_token(fn)
+
+
+def _wants_token(fn: object) -> bool:
+    try:
+        parameters = inspect.signature(fn).parameters  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        return False
+    return "token" in parameters
+
+
+_wants_token_cached = functools.lru_cache(maxsize=512)(_wants_token)
+
+
+class RemoteTraceback(Exception):
+    """The traceback of an exception raised in a child process, as text."""
+
+    def __init__(self, text: str) -> None:
+        super().__init__(text)
+        self.text = text
+
+    def __str__(self) -> str:
+        return self.text
+
+
+def child_main(payload: bytes, token: StopToken, writer: multiprocessing.connection.Connection,
+               tag: str, owner_pid: int) -> None:
+    """Target of the multiprocessing.Process; the exit status tells how it ended."""
+    terminated = prepare_child(token, tag, owner_pid)
+    code = _run_target(payload, token, writer, terminated)
+    writer.close()
+    sys.exit(code)
+
+
+def prepare_child(token: StopToken, tag: str, owner_pid: int) -> list[bool]:
+    """Steps 1-6 of the module docstring; returns the 'SIGTERM received' cell.
+
+    Also used by ProcessPool workers, which then run many tasks.
+    """
+    _platform.set_parent_death_signal(signal.SIGKILL)
+    if _owner_gone():  # the owner died before the prctl took effect
+        os._exit(70)
+    try:
+        os.setpgid(0, 0)
+    except OSError:
+        pass  # already a group leader (the owner set it first)
+    _proctree.adopt_tag(tag)
+    _context.set_root_token(token)
+    terminated = _install_signal_handlers(token)
+    _start_lifeline(owner_pid, token, tag)
+    return terminated
+
+
+def _install_signal_handlers(token: StopToken) -> list[bool]:
+    """SIGTERM -> Stopped once; the other stop signals back to their defaults."""
+    terminated = [False]
+
+    def on_sigterm(signum: int, frame: FrameType | None) -> None:
+        _deferred.call_soon(lambda: token.stop("SIGTERM"))  # never take a lock in a handler
+        if not terminated[0]:
+            terminated[0] = True
+            raise Stopped("terminated by SIGTERM")
+
+    _deferred.start()
+    signal.set_wakeup_fd(-1)
+    signal.signal(signal.SIGTERM, on_sigterm)
+    if signal.getsignal(signal.SIGINT) is not signal.SIG_IGN:  # nohup'ed owners stay so
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+    for name in ("SIGHUP", "SIGQUIT", "SIGUSR1", "SIGUSR2"):
+        signum = getattr(signal, name, None)
+        if signum is not None:
+            signal.signal(signum, signal.SIG_DFL)
+    return terminated
+
+
+def _owner_sentinel() -> int | None:
+    """The fd that becomes readable when the owner ends (its end of a pipe closes).
+
+    Under forkserver our parent is the fork server, not the owner, so the
+    parent PID alone cannot tell; the sentinel can under every start method.
+    """
+    parent = multiprocessing.parent_process()
+    return parent.sentinel if parent is not None else None
+
+
+def _owner_gone() -> bool:
+    if os.getppid() == 1:
+        return True
+    sentinel = _owner_sentinel()
+    return sentinel is not None and bool(multiprocessing.connection.wait([sentinel], 0))
+
+
+def _start_lifeline(owner_pid: int, token: StopToken, tag: str) -> None:
+    """Watch the owner; ``owner_pid`` only names it in the stop reason."""
+    sentinel = _owner_sentinel()
+    parent_pid = os.getppid()  # the owner, or the fork server that started us
+
+    def watch() -> None:
+        while os.getppid() == parent_pid:
+            if sentinel is not None:
+                if multiprocessing.connection.wait([sentinel], LIFELINE_POLL):
+                    break
+            else:
+                threading.Event().wait(LIFELINE_POLL)
+        token.stop(f"owner process {owner_pid} died")
+        _proctree.kill_tree(root_pid=os.getpid(), tag=tag, include_root=False, timeout=0.5)
+        os.kill(os.getpid(), signal.SIGKILL)
+
+    threading.Thread(target=watch, name="quiesce-lifeline", daemon=True).start()
+
+
+def _run_target(payload: bytes, token: StopToken,
+                writer: multiprocessing.connection.Connection, terminated: list[bool]) -> int:
+    try:
+        try:
+            fn, args, kwargs = pickle.loads(payload)
+            if wants_token(fn) and "token" not in kwargs:
+                kwargs = {**kwargs, "token": token}
+            with _context.using(token):
+                value = fn(*args, **kwargs)
+        except Stopped as exc:
+            _send(writer, ("stopped", exc.reason, terminated[0]))
+            return 0
+        except BaseException as exc:
+            _send_failure(writer, exc)
+            return 1
+        _send_result(writer, value)
+        return 0
+    except Stopped:
+        # A SIGTERM landed while we were reporting: the report may be lost,
+        # the exit status and the owner's ladder still tell what happened.
+        return 0
+
+
+def _send_result(writer: multiprocessing.connection.Connection, value: object) -> None:
+    try:
+        _send(writer, ("ok", value))
+    except Exception as exc:
+        _send(writer, ("ok-unpicklable", f"{type(exc).__name__}: {exc}"))
+
+
+def _send_failure(writer: multiprocessing.connection.Connection, exc: BaseException) -> None:
+    text = "".join(traceback.format_exception(exc))
+    try:
+        _send(writer, ("failed", exc, text))
+    except Exception:
+        _send(writer, ("failed", RuntimeError(f"{type(exc).__name__}: {exc}"), text))
+
+
+def _send(writer: multiprocessing.connection.Connection, message: tuple[Any, ...]) -> None:
+    data = pickle.dumps(message)  # raise a pickling error here, before writing a byte
+    try:
+        writer.send_bytes(data)
+    except (BrokenPipeError, OSError):
+        pass  # the owner is gone; nobody is listening

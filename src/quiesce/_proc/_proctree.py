@@ -1,0 +1,373 @@
+"""Find and end a worker's whole process tree without ever signalling a stranger.
+
+A worker's tree is every process that is (a) a descendant of its root by
+the parent-PID chain, (b) in its process group, or (c) carries its *tag*
+in the environment variable QUIESCE_TAGS. (a) misses processes that were
+re-parented when their parent died (double fork); (b) misses those that
+called ``setsid``; (c) catches both, as long as they were started by exec
+after the tag was set (the tag is inherited through the environment and
+read back from /proc/PID/environ). Together they cover daemonising tricks
+short of clearing the environment and setsid'ing without exec.
+
+PID reuse: a PID seen in /proc may belong to a new process by the time we
+signal it. ``ProcRef`` opens a pidfd first (Linux 5.3+) and only then
+re-checks the identity (ancestry, group or tag) through /proc: if the PID
+was recycled in between, the check reads the new process and fails; after
+it, the pidfd pins the process we checked, and ``pidfd_send_signal`` on a
+process that has exited since is a harmless ESRCH. Without pidfd,
+psutil's create-time check plays the same role.
+
+Rejected: making the owner a child subreaper (it would inherit and have to
+reap every orphan of the user's own subprocesses, stealing exit statuses
+from ``subprocess.Popen``); cgroups (need privileges or systemd
+delegation, unavailable in most containers and CI).
+
+These functions never reap: the owner of a direct child (Popen,
+multiprocessing.Process) needs its exit status.
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+import os
+import select
+import signal
+import threading
+import time
+import uuid
+from collections.abc import Mapping
+
+import psutil
+
+from quiesce._core import _validate
+from quiesce._proc import _platform
+
+TAGS_ENV = "QUIESCE_TAGS"
+_USE_PROCFS = os.path.isdir("/proc/self")  # else psutil (macOS, BSD)
+
+_owner_tag = uuid.uuid4().hex[:12]
+_counter = itertools.count(1)
+_counter_lock = threading.Lock()
+
+
+def owner_tag() -> str:
+    """This process's random tag; every tag it hands out starts with it."""
+    return _owner_tag
+
+
+def new_tag() -> str:
+    """A tag unique to one worker of this process."""
+    with _counter_lock:
+        n = next(_counter)
+    return f"{_owner_tag}.{n}"
+
+
+def env_with_tag(tag: str, env: Mapping[str, str] | None = None) -> dict[str, str]:
+    """A copy of ``env`` (default: os.environ) with ``tag`` appended to QUIESCE_TAGS."""
+    _check_selectors(None, tag, None)
+    result = dict(os.environ if env is None else env)
+    tags = result.get(TAGS_ENV, "").split()
+    if tag not in tags:
+        result[TAGS_ENV] = " ".join([*tags, tag])
+    return result
+
+
+def adopt_tag(tag: str) -> None:
+    """Tag this process: every process it execs from now on carries ``tag``."""
+    os.environ[TAGS_ENV] = env_with_tag(tag)[TAGS_ENV]
+
+
+def _tag_matches(tags: str, tag: str) -> bool:
+    return any(t == tag or t.startswith(tag + ".") for t in tags.split())
+
+
+def _read_tags(pid: int) -> str:
+    if not _USE_PROCFS:
+        try:
+            return psutil.Process(pid).environ().get(TAGS_ENV, "")
+        except (psutil.Error, OSError):
+            return ""
+    try:
+        with open(f"/proc/{pid}/environ", "rb") as f:
+            data = f.read()
+    except OSError:
+        return ""
+    for entry in data.split(b"\0"):
+        if entry.startswith(b"QUIESCE_TAGS="):
+            return entry[len(b"QUIESCE_TAGS="):].decode("utf-8", "replace")
+    return ""
+
+
+def _stat(pid: int) -> tuple[int, int, str] | None:
+    """(ppid, pgid, state) from /proc/PID/stat (or psutil), or None if gone."""
+    if not _USE_PROCFS:
+        try:
+            proc = psutil.Process(pid)
+            state = "Z" if proc.status() == psutil.STATUS_ZOMBIE else "R"
+            return proc.ppid(), os.getpgid(pid), state
+        except (psutil.Error, OSError):
+            return None
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            data = f.read()
+    except OSError:
+        return None
+    fields = data[data.rfind(b")") + 2:].split()
+    return int(fields[1]), int(fields[2]), fields[0].decode()
+
+
+def _table() -> dict[int, tuple[int, int, str]]:
+    """pid -> (ppid, pgid, state) for every process we can see."""
+    table: dict[int, tuple[int, int, str]] = {}
+    pids = ([int(e) for e in os.listdir("/proc") if e.isdigit()] if _USE_PROCFS
+            else psutil.pids())
+    for pid in pids:
+        info = _stat(pid)
+        if info is not None:
+            table[pid] = info
+    return table
+
+
+def _ancestors_of_self() -> set[int]:
+    result = {os.getpid()}
+    pid = os.getppid()
+    while pid > 0 and pid not in result:
+        result.add(pid)
+        info = _stat(pid)
+        if info is None:
+            break
+        pid = info[0]
+    return result
+
+
+class ProcRef:
+    """One process, immune to PID reuse (pidfd on Linux, psutil's create time elsewhere)."""
+
+    __slots__ = ("_pidfd", "_proc", "pid")
+
+    def __init__(self, pid: int, pidfd: int | None, proc: psutil.Process | None) -> None:
+        self.pid = pid
+        self._pidfd = pidfd
+        self._proc = proc
+
+    @classmethod
+    def open(cls, pid: int) -> ProcRef | None:
+        """A reference to live process ``pid``; None if it is gone or a zombie."""
+        if isinstance(pid, bool) or not isinstance(pid, int) or pid <= 0:
+            raise ValueError(f"pid must be a positive int, not {pid!r}")
+        pidfd = _platform.pidfd_open(pid)
+        if pidfd is None:
+            return cls._open_psutil(pid)
+        ref = cls(pid, pidfd, None)
+        if not ref.alive():
+            ref.close()
+            return None
+        return ref
+
+    @classmethod
+    def _open_psutil(cls, pid: int) -> ProcRef | None:
+        """Without pidfd: psutil remembers the create time and checks it before signalling."""
+        try:
+            ref = cls(pid, None, psutil.Process(pid))
+        except psutil.Error:
+            return None
+        return ref if ref.alive() else None
+
+    def send(self, sig: int) -> bool:
+        """Signal the process; False if it is already gone (or a zombie). Never raises for that."""
+        if not self.alive():
+            return False
+        try:
+            if self._pidfd is not None:
+                signal.pidfd_send_signal(self._pidfd, sig)
+            elif self._proc is not None:
+                self._proc.send_signal(sig)
+            return True
+        except (ProcessLookupError, psutil.NoSuchProcess):
+            return False
+        except (OSError, psutil.Error):
+            return False
+
+    def alive(self) -> bool:
+        """Running (a zombie counts as dead)."""
+        if self._pidfd is not None:
+            if select.select([self._pidfd], [], [], 0)[0]:
+                return False
+            info = _stat(self.pid)
+            return info is not None and info[2] != "Z"
+        if self._proc is None:
+            return False
+        try:
+            return self._proc.is_running() and self._proc.status() != psutil.STATUS_ZOMBIE
+        except psutil.Error:
+            return False
+
+    def close(self) -> None:
+        if self._pidfd is not None:
+            os.close(self._pidfd)
+            self._pidfd = None
+
+    def __del__(self) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"<ProcRef pid={self.pid}>"
+
+
+def _candidates(table: dict[int, tuple[int, int, str]], root_pid: int | None,
+                tag: str | None, pgid: int | None, include_root: bool) -> set[int]:
+    found: set[int] = set()
+    if root_pid is not None:
+        children: dict[int, list[int]] = {}
+        for pid, (ppid, _, _) in table.items():
+            children.setdefault(ppid, []).append(pid)
+        stack = [root_pid]
+        while stack:
+            for child in children.get(stack.pop(), []):
+                if child not in found:
+                    found.add(child)
+                    stack.append(child)
+        if include_root and root_pid in table:
+            found.add(root_pid)
+    if pgid is not None:
+        found.update(pid for pid, (_, group, _) in table.items() if group == pgid)
+    if tag is not None:
+        found.update(pid for pid in table if _tag_matches(_read_tags(pid), tag))
+    if not include_root and root_pid is not None:
+        found.discard(root_pid)
+    if not include_root and pgid is not None:
+        found.discard(pgid)
+    return {pid for pid in found if table[pid][2] != "Z"}
+
+
+def _still_ours(pid: int, root_pid: int | None, tag: str | None, pgid: int | None) -> bool:
+    """Re-check identity after the ProcRef was opened (the PID might have been recycled)."""
+    info = _stat(pid)
+    if info is None:
+        return False
+    if pgid is not None and info[1] == pgid:
+        return True
+    if tag is not None and _tag_matches(_read_tags(pid), tag):
+        return True
+    if root_pid is not None:
+        if pid == root_pid:
+            return True
+        table_pid = pid
+        for _ in range(512):  # walk up to the root; stop at init
+            parent = _stat(table_pid)
+            if parent is None:
+                return False
+            ppid = parent[0]
+            if ppid == root_pid:
+                return True
+            if ppid <= 1:
+                return False
+            table_pid = ppid
+    return False
+
+
+def process_table_is_ours() -> bool:
+    """Whether /proc (which psutil reads too) numbers processes as our PID namespace does.
+
+    A PID namespace entered without mounting its own /proc (``unshare --pid
+    --fork`` without ``--mount-proc``) sees the host's table: every PID in
+    it would name a different process here, so nothing read there may be
+    signalled.
+    """
+    if not os.path.isdir("/proc/self"):
+        return True  # no procfs: psutil asks the kernel directly (macOS, BSD)
+    try:
+        return os.readlink("/proc/self") == str(os.getpid())
+    except OSError:
+        return False
+
+
+def snapshot(*, root_pid: int | None = None, tag: str | None = None, pgid: int | None = None,
+             include_root: bool = True) -> list[ProcRef]:
+    """Every live process of the tree, never this process or its ancestors.
+
+    Empty when the process table cannot be trusted (see process_table_is_ours).
+    """
+    _check_selectors(root_pid, tag, pgid)
+    if not process_table_is_ours():
+        _warn_foreign_proc()
+        return []
+    excluded = _ancestors_of_self()
+    refs = []
+    for pid in sorted(_candidates(_table(), root_pid, tag, pgid, include_root) - excluded):
+        ref = ProcRef.open(pid)
+        if ref is None:
+            continue
+        if _still_ours(pid, root_pid, tag, pgid) and ref.alive():
+            refs.append(ref)
+        else:
+            ref.close()
+    return refs
+
+
+def signal_tree(sig: int, *, root_pid: int | None = None, tag: str | None = None,
+                pgid: int | None = None, include_root: bool = True) -> int:
+    """Signal the whole tree, re-scanning until no new process appears; return the count."""
+    signalled: set[int] = set()
+    for _ in range(100):  # a fork bomb must not keep us here forever
+        fresh = [r for r in snapshot(root_pid=root_pid, tag=tag, pgid=pgid,
+                                      include_root=include_root) if r.pid not in signalled]
+        if not fresh:
+            break
+        for ref in fresh:
+            if ref.send(sig):
+                signalled.add(ref.pid)
+            ref.close()
+    return len(signalled)
+
+
+def kill_tree(*, root_pid: int | None = None, tag: str | None = None, pgid: int | None = None,
+              include_root: bool = True, timeout: float = 5.0) -> bool:
+    """SIGKILL the tree until nothing of it is alive, or ``timeout``; True when empty."""
+    timeout = _validate.required_seconds("timeout", timeout)
+    deadline = time.monotonic() + timeout
+    while True:
+        alive = snapshot(root_pid=root_pid, tag=tag, pgid=pgid, include_root=include_root)
+        if not alive:
+            return True
+        for ref in alive:
+            ref.send(signal.SIGKILL)
+            ref.close()
+        if time.monotonic() >= deadline:
+            return False
+        time.sleep(0.005)
+
+
+_warned = False
+
+
+def _warn_foreign_proc() -> None:
+    global _warned
+    if not _warned:
+        _warned = True
+        logging.getLogger("quiesce").warning(
+            "quiesce: /proc belongs to another PID namespace (mount one for this namespace, "
+            "e.g. unshare --mount-proc); process trees cannot be found, only direct children "
+            "and process groups are signalled")
+
+
+def _check_selectors(root_pid: int | None, tag: str | None, pgid: int | None) -> None:
+    if tag is not None and (not isinstance(tag, str) or not tag.strip() or " " in tag):
+        raise ValueError(f"tag must be a non-empty word, not {tag!r}")
+    if root_pid is None and tag is None and pgid is None:
+        raise ValueError("give at least one of root_pid, tag or pgid to select a tree")
+    for name, value in (("root_pid", root_pid), ("pgid", pgid)):
+        if value is not None and (isinstance(value, bool) or not isinstance(value, int)
+                                  or value <= 0):
+            raise ValueError(f"{name} must be a positive int, not {value!r}")
+
+
+def _after_fork_in_child() -> None:
+    global _owner_tag, _counter, _counter_lock
+    _owner_tag = uuid.uuid4().hex[:12]
+    _counter = itertools.count(1)
+    _counter_lock = threading.Lock()
+
+
+os.register_at_fork(after_in_child=_after_fork_in_child)

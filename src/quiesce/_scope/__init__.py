@@ -1,0 +1,1 @@
+"""quiesce._scope: see docs/architecture.md."""

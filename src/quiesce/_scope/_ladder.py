@@ -1,0 +1,56 @@
+"""The stop ladder: token, then SIGTERM after grace, then SIGKILL after kill_after.
+
+Every step is taken on all still-running workers at once, so a whole
+shutdown takes about ``grace + kill_after`` however many workers there are,
+not that much per worker. Between steps the ladder waits on one condition
+that every worker's end notifies, so it moves on the moment all are done.
+``hurry`` (a second signal, see handle_signals) cuts the current wait short.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Sequence
+
+from quiesce._scope._worker import Worker
+
+# After SIGKILL, how long to wait for process monitors to reap and clear
+# what remains of each tree before giving up on a worker.
+REAP_TIMEOUT = 5.0
+
+
+def run_ladder(workers: Sequence[Worker], *, grace: float, kill_after: float,
+               changed: threading.Condition, hurry: threading.Event,
+               reason: str | None = None) -> None:
+    """Take every worker through the ladder; return once each has ended or been abandoned."""
+    for worker in workers:
+        worker._ladder_step = max(worker._ladder_step, 1)
+        worker._token.stop(reason)
+        worker._on_stop_requested()
+    _wait(workers, time.monotonic() + grace, changed, hurry)
+    for worker in _alive(workers):
+        worker._terminate()
+    _wait(workers, time.monotonic() + kill_after, changed, hurry)
+    for worker in _alive(workers):
+        worker._kill()
+    deadline = time.monotonic() + REAP_TIMEOUT
+    for worker in _alive(workers):
+        if worker.kind != "thread":
+            worker._wait_ended(max(0.0, deadline - time.monotonic()))
+    for worker in _alive(workers):
+        worker._abandon()
+
+
+def _alive(workers: Sequence[Worker]) -> list[Worker]:
+    return [w for w in workers if w.alive]
+
+
+def _wait(workers: Sequence[Worker], deadline: float, changed: threading.Condition,
+          hurry: threading.Event) -> None:
+    with changed:
+        while not hurry.is_set() and any(w.alive for w in workers):
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                return
+            changed.wait(remaining)

@@ -1,0 +1,229 @@
+"""Worker: one thread, process or subprocess owned by a Scope, and how it ended.
+
+A worker knows how to take each step of the ladder on itself
+(``_on_stop_requested``, ``_terminate``, ``_kill``); the ladder (see
+_ladder) decides when. Each worker records its ending once, from what it
+can observe: the target's return or exception, the exit status, and which
+ladder step had already been taken.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import threading
+import time
+import weakref
+from collections.abc import Callable
+from typing import Any, Protocol
+
+from quiesce._core import _validate
+from quiesce._core._context import using
+from quiesce._core._ended_by import EndedBy
+from quiesce._core._errors import Stopped
+from quiesce._core._main_wait import in_slices
+from quiesce._core._thread_interrupt import ThreadGate
+from quiesce._core._token import StopToken
+from quiesce._proc._child import wants_token
+
+
+class Owner(Protocol):
+    """All a worker may ask of the scope that owns it.
+
+    Workers of every kind (threads, processes, subprocesses, pools) take
+    their settings from it and tell it when they end; they never touch the
+    scope's own state. A scope hands out an ``Owner`` that holds it weakly,
+    so a worker never keeps its scope alive (no reference cycle: a scope's
+    fds and threads go when it does, not when the garbage collector runs).
+    """
+
+    token: StopToken
+    """The scope's token: a worker's own token is a child of it."""
+    grace: float
+    kill_after: float
+    interrupt_threads: bool
+
+    def stop_worker(self, worker: Worker, reason: str | None) -> None:
+        """Run the ladder on ``worker`` alone, in the background."""
+
+    def worker_ended(self, worker: Worker) -> None:
+        """``worker`` has recorded its ending (a failure stops the scope)."""
+
+    def worker_changed(self) -> None:
+        """Something the scope waits on changed (a pool became idle)."""
+
+
+
+@dataclasses.dataclass(frozen=True)
+class WorkerReport:
+    """How one worker ended; ``stop_ms`` is how long it took after the stop request."""
+
+    name: str
+    kind: str
+    ended_by: EndedBy | None
+    stop_ms: float | None
+    exitcode: int | None
+    error: BaseException | None
+
+    def __str__(self) -> str:
+        parts = [f"{self.name} [{self.kind}]: {self.ended_by or 'running'}"]
+        if self.stop_ms is not None:
+            parts.append(f"in {self.stop_ms:.0f} ms")
+        if self.exitcode is not None:
+            parts.append(f"exit {self.exitcode}")
+        if self.error is not None:
+            parts.append(f"({type(self.error).__name__}: {self.error})")
+        return " ".join(parts)
+
+
+class Worker:
+    """A thread, process or subprocess owned by a Scope."""
+
+    kind = "worker"
+
+    def __init__(self, owner: Owner, name: str, token: StopToken) -> None:
+        self._owner = owner
+        self._name = name
+        self._token = token
+        self._done = threading.Event()
+        self._ended_by: EndedBy | None = None
+        self._result: Any = None
+        self._exception: BaseException | None = None
+        self._stop_requested_at: float | None = None
+        self._ended_at: float | None = None
+        self._ladder_step = 0  # 1 token stopped, 2 terminated, 3 killed
+        ref = weakref.ref(self)  # the token must not keep its worker alive
+        token.on_stop(lambda: _note_stop_request(ref))
+
+    # -- public -----------------------------------------------------------
+    @property
+    def name(self) -> str:
+        return self._name
+
+    @property
+    def token(self) -> StopToken:
+        return self._token
+
+    @property
+    def alive(self) -> bool:
+        return not self._done.is_set()
+
+    @property
+    def result(self) -> Any:
+        """The target's return value once finished (None before, or if it failed)."""
+        return self._result
+
+    @property
+    def exception(self) -> BaseException | None:
+        """The exception the worker failed with, if any."""
+        return self._exception
+
+    @property
+    def exitcode(self) -> int | None:
+        return None
+
+    @property
+    def ended_by(self) -> EndedBy | None:
+        """``finished``, ``failed``, ``stopped``, ``terminated``, ``killed``, ``abandoned``."""
+        return self._ended_by
+
+    def join(self, timeout: float | None = None) -> bool:
+        """Wait until the worker has ended; False if ``timeout`` passed first."""
+        return in_slices(self._done.wait, _validate.seconds("timeout", timeout, allow_none=True))
+
+    def stop(self, reason: str | None = None) -> None:
+        """Stop this worker alone by the ladder, in the background; ``join`` to wait."""
+        self._owner.stop_worker(self, reason)
+
+    def report(self) -> WorkerReport:
+        stop_ms = None
+        if self._stop_requested_at is not None and self._ended_at is not None:
+            stop_ms = max(0.0, (self._ended_at - self._stop_requested_at) * 1000.0)
+        return WorkerReport(self._name, self.kind, self._ended_by, stop_ms, self.exitcode,
+                            self._exception)
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__} {self._name!r} {self._ended_by or 'running'}>"
+
+    # -- the ladder's steps, overridden per kind ------------------------------
+    def _on_stop_requested(self) -> None:
+        """Step 1 beyond the token (subprocesses: SIGTERM to their group)."""
+
+    def _terminate(self) -> None:
+        """Step 2, after grace."""
+
+    def _kill(self) -> None:
+        """Step 3, after kill_after."""
+
+    def _abandon(self) -> None:
+        """After the ladder: a worker still alive cannot be ended (threads)."""
+
+    def _wait_ended(self, timeout: float | None) -> bool:
+        return self._done.wait(timeout)
+
+    # -- bookkeeping ------------------------------------------------------------
+    def _finish(self, ended_by: EndedBy, result: Any = None,
+                exception: BaseException | None = None) -> None:
+        if self._done.is_set():
+            return
+        if self._ended_by == "abandoned":  # it ended after its scope gave up on it
+            self._result, self._exception = result, exception
+            self._done.set()
+            return
+        self._ended_at = time.monotonic()
+        self._ended_by, self._result, self._exception = ended_by, result, exception
+        self._done.set()
+        self._owner.worker_ended(self)
+
+
+def _note_stop_request(ref: weakref.ref[Worker]) -> None:
+    worker = ref()
+    if worker is not None and worker._stop_requested_at is None:
+        worker._stop_requested_at = time.monotonic()
+
+
+class ThreadWorker(Worker):
+    """A daemon thread running ``fn``; its scope, not the interpreter, joins it."""
+
+    kind = "thread"
+
+    def __init__(self, owner: Owner, name: str, fn: Callable[..., Any],
+                 args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
+        super().__init__(owner, name, owner.token.child())
+        if wants_token(fn) and "token" not in kwargs:
+            kwargs = {**kwargs, "token": self._token}
+        self._gate = ThreadGate()
+        self._thread = threading.Thread(target=self._run, args=(fn, args, kwargs),
+                                        name=name, daemon=True)
+
+    def _start(self) -> None:
+        self._thread.start()
+
+    def _run(self, fn: Callable[..., Any], args: tuple[Any, ...],
+             kwargs: dict[str, Any]) -> None:
+        outcome: tuple[EndedBy, Any, BaseException | None] | None = None
+        try:
+            try:
+                with using(self._token):
+                    self._gate.arm()
+                    try:
+                        value = fn(*args, **kwargs)
+                    finally:
+                        self._gate.disarm()
+                outcome = ("stopped" if self._token.stopped else "finished", value, None)
+            except Stopped:
+                outcome = ("terminated" if self._gate.interrupted else "stopped", None, None)
+            except BaseException as exc:
+                outcome = ("failed", None, exc)
+        except Stopped:  # an interrupt that landed between the target and disarm
+            outcome = outcome or ("terminated", None, None)
+        finally:
+            del fn, args, kwargs
+            self._finish(*(outcome or ("terminated", None, None)))
+
+    def _terminate(self) -> None:
+        if self._owner.interrupt_threads:
+            self._gate.interrupt(Stopped)
+
+    def _abandon(self) -> None:
+        self._ended_at = time.monotonic()
+        self._ended_by = "abandoned"
