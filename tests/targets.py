@@ -99,3 +99,17 @@ def raise_after(delay: float, message: str) -> None:
     """Fails after ``delay`` seconds of a sleep that ignores every token."""
     time.sleep(delay)
     raise ValueError(message)
+
+
+def spin_on_stopped(token: quiesce.StopToken, queue: Any) -> None:
+    """Spin on the cheap ``stopped`` attribute only: no wait(), no syscall."""
+    queue.put(("spinning", os.getpid()))
+    deadline = time.monotonic() + 30
+    while not token.stopped and time.monotonic() < deadline:
+        pass
+    queue.put(("saw", token.stopped))
+
+
+def stop_when_told(token: quiesce.StopToken, go: Any) -> None:
+    go.wait(30)
+    token.stop("from the child")

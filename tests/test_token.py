@@ -16,7 +16,7 @@ from hypothesis import strategies as st
 
 import quiesce
 
-from targets import report_wait, stop_token
+from targets import report_wait, spin_on_stopped, stop_token, stop_when_told
 
 START_METHODS = multiprocessing.get_all_start_methods()
 
@@ -179,6 +179,56 @@ def test_child_stop_reaches_parent_and_its_callbacks(method: str) -> None:
     # The callback runs in the watcher thread even if nobody waits on the token.
     assert fired.wait(10)
     assert child_token.wait(10)
+
+
+@pytest.mark.parametrize("method", START_METHODS)
+def test_a_child_spinning_on_stopped_sees_the_parents_stop(method: str) -> None:
+    """``stopped`` is a plain attribute; a stop made in another process must still flip it."""
+    ctx = multiprocessing.get_context(method)
+    token = quiesce.StopToken()
+    queue = ctx.Queue()
+    proc = ctx.Process(target=spin_on_stopped, args=(token, queue))
+    proc.start()
+    try:
+        assert queue.get(timeout=30)[0] == "spinning"
+        token.stop("parent")
+        assert queue.get(timeout=30) == ("saw", True)
+    finally:
+        proc.join(30)
+        if proc.is_alive():
+            proc.kill()
+            proc.join()
+
+
+@pytest.mark.parametrize("method", START_METHODS)
+def test_the_parent_spinning_on_stopped_sees_a_childs_stop(method: str) -> None:
+    ctx = multiprocessing.get_context(method)
+    token = quiesce.StopToken()
+    go = ctx.Event()
+    proc = ctx.Process(target=stop_when_told, args=(token, go))
+    proc.start()
+    try:
+        assert not token.stopped
+        go.set()
+        deadline = time.monotonic() + 30
+        while not token.stopped and time.monotonic() < deadline:
+            pass
+        assert token.stopped and token.reason == "from the child"
+    finally:
+        proc.join(30)
+        if proc.is_alive():
+            proc.kill()
+            proc.join()
+
+
+def test_a_token_only_this_process_holds_is_not_watched() -> None:
+    """Thread tokens cost the watcher nothing; a pickled one is watched (negative control)."""
+    local_only = quiesce.StopToken()
+    local_only.on_stop(lambda: None)
+    assert not local_only._watched
+    sent = quiesce.StopToken()
+    pickle.dumps(sent)
+    assert sent._watched
 
 
 def test_current_token_outside_workers_is_root_and_sleep_raises() -> None:

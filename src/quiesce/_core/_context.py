@@ -19,6 +19,7 @@ from quiesce._core._errors import Stopped
 from quiesce._core._token import StopToken
 
 _current: ContextVar[StopToken | None] = ContextVar("quiesce_current_token", default=None)
+_current_get = _current.get
 _root: StopToken | None = None
 _root_lock = threading.Lock()
 
@@ -65,7 +66,10 @@ def sleep(seconds: float) -> None:
 
 def stopped() -> bool:
     """Whether ``current_token()`` is stopped."""
-    return current_token().stopped
+    token = _current_get()  # current_token() inlined: this is called in hot loops
+    if token is None:
+        token = _root if _root is not None else root_token()
+    return token.stopped
 
 
 def _after_fork_in_child() -> None:

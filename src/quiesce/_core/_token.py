@@ -65,11 +65,32 @@ class StopToken:
 
     Pass it to a thread or to a ``multiprocessing.Process`` (any start
     method) as an argument; ``stop()`` from any of them reaches all of them.
-    ``stopped`` is one memory read (~60 ns); ``wait()`` and ``fileno()`` wake at
-    once when the token is stopped, whoever stopped it.
+    ``wait()`` and ``fileno()`` wake at once when the token is stopped,
+    whoever stopped it.
     """
 
-    __slots__ = ("__weakref__", "_callbacks", "_core", "_fired", "_flag", "_lock", "_watched")
+    # ``stopped`` is a plain slot, not a property: on CPython 3.11 only an
+    # attribute read is as cheap as ``threading.Event.is_set()``. ``stop()``
+    # sets it in this process; a stop made in another process flips the
+    # shared flag and the eventfd, and the watcher thread (end of module) sets
+    # the attribute, so a loop spinning on it sees such a stop within about
+    # one GIL switch interval (5 ms). ``wait()``, ``fileno()`` and
+    # ``raise_if_stopped()`` read the shared state itself, at once.
+    # Only tokens that have crossed a process boundary (pickled, unpickled, or
+    # alive across a fork) are watched, so a thread's token costs the watcher
+    # nothing.
+    __slots__ = {
+        "__weakref__": None,
+        "_callbacks": None,
+        "_core": None,
+        "_crossed": None,
+        "_fired": None,
+        "_lock": None,
+        "_watched": None,
+        "stopped": "True once the token is stopped (read it; never assign it). "
+                   "Cheap enough for a hot loop: one attribute read.",
+    }
+    stopped: bool
 
     def __init__(self) -> None:
         self._setup(SharedCore())
@@ -83,11 +104,14 @@ class StopToken:
 
     def _setup(self, core: SharedCore | LocalCore) -> None:
         self._core = core
-        self._flag: memoryview | bytearray = core.flag  # byte 0: the stopped flag
+        self.stopped = core.is_set()
         self._lock = threading.Lock()
         self._callbacks: dict[int, Callable[[], object]] = {}
         self._fired = False
         self._watched = False
+        self._crossed = False
+        if core.shared:
+            _shared_tokens.add(self)
 
     # -- the request -------------------------------------------------------
     def stop(self, reason: str | None = None) -> None:
@@ -95,11 +119,8 @@ class StopToken:
         if reason is not None and not isinstance(reason, str):
             raise TypeError(f"reason must be a str or None, not {type(reason).__name__}")
         self._core.set(reason)
+        self.stopped = True
         self._fire()
-
-    @property
-    def stopped(self) -> bool:
-        return self._flag[0] != 0  # one memory read: fit for a hot loop
 
     @property
     def reason(self) -> str | None:
@@ -109,12 +130,13 @@ class StopToken:
         """Sleep until stopped (True) or until ``timeout`` seconds pass (False)."""
         timeout = _validate.seconds("timeout", timeout, allow_none=True)
         if in_slices(self._core.wait, timeout):
-            self._fire()  # a stop from another process: run local callbacks now
+            self._observe()  # perhaps a stop from another process: callbacks run now
             return True
         return False
 
     def raise_if_stopped(self) -> None:
-        if self._core.is_set():
+        if self.stopped or self._core.is_set():
+            self._observe()
             raise Stopped(self._core.reason())
 
     def fileno(self) -> int:
@@ -132,9 +154,6 @@ class StopToken:
         with self._lock:
             if not self._fired:
                 self._callbacks[key] = callback
-                if self._core.shared and not self._watched:
-                    self._watched = True
-                    watcher().watch(self)
                 return StopHandle(self, key)
         _run_callback(callback)
         return StopHandle(self, key)
@@ -165,6 +184,22 @@ class StopToken:
         with self._lock:
             return self._callbacks.pop(key, None) is not None
 
+    def _observe(self) -> None:
+        """The shared state says stopped (maybe by another process): catch up locally."""
+        self.stopped = True
+        self._fire()
+
+    def _cross(self) -> None:
+        """This token now lives in another process too: a stop made there must reach us."""
+        if self._crossed or not self._core.shared:
+            return
+        with self._lock:
+            self._crossed = True
+            if self._watched or self._fired:
+                return
+            self._watched = True
+        watcher().watch(self)
+
     def _fire(self) -> None:
         """Run the local callbacks once (the flag may have been set elsewhere)."""
         if self._fired:
@@ -182,7 +217,9 @@ class StopToken:
         return self._core.shared
 
     def __reduce__(self) -> tuple[Any, ...]:
-        return (_rebuild_token, (self._core.reduce(),))
+        reduced = (_rebuild_token, (self._core.reduce(),))
+        self._cross()
+        return reduced
 
     def __repr__(self) -> str:
         state = f"stopped reason={self.reason!r}" if self.stopped else "running"
@@ -194,6 +231,7 @@ def _rebuild_token(core_args: tuple[Any, ...]) -> StopToken:
     rebuild, args = core_args
     token = StopToken.__new__(StopToken)
     token._setup(rebuild(*args))
+    token._cross()
     return token
 
 
@@ -207,26 +245,18 @@ def _run_callback(callback: Callable[[], object]) -> None:
 # -- the watcher: stops made in another process ----------------------------
 
 class _Watcher:
-    def __init__(self, tokens: list[StopToken] | None = None) -> None:
-        self._requests: collections.deque[weakref.ref[StopToken]] = collections.deque(
-            weakref.ref(t) for t in tokens or ()
-        )
+    def __init__(self) -> None:
+        self._requests: collections.deque[weakref.ref[StopToken]] = collections.deque()
         self._wake_r, self._wake_w = os.pipe()
         os.set_blocking(self._wake_w, False)
         self._thread: threading.Thread | None = None
         self._start_lock = threading.Lock()
         self._watched: dict[int, tuple[weakref.ref[StopToken], object]] = {}
-        if self._requests:
-            self._ensure_thread()
 
     def watch(self, token: StopToken) -> None:
         self._requests.append(weakref.ref(token, self._wake))
         self._ensure_thread()
         self._wake()
-
-    def tokens(self) -> list[StopToken]:
-        refs = [ref for ref, _ in self._watched.values()] + list(self._requests)
-        return [t for t in (r() for r in refs) if t is not None]
 
     def _wake(self, _ref: object = None) -> None:
         try:
@@ -268,8 +298,8 @@ class _Watcher:
         token = ref()
         if token is None:
             return
-        if token.stopped:
-            token._fire()
+        if token._core.is_set():
+            token._observe()
             return
         fd = token.fileno()
         if fd not in self._watched:
@@ -281,7 +311,7 @@ class _Watcher:
         entry = self._watched.pop(fd, None)
         token = entry[0]() if entry is not None else None
         if token is not None:
-            token._fire()
+            token._observe()
 
 
 _instance: _Watcher | None = None
@@ -297,11 +327,33 @@ def watcher() -> _Watcher:
     return _instance
 
 
+# Every live shared token, so that a fork can mark them all as crossed: after
+# a fork without exec (multiprocessing's fork method) both processes hold the
+# same tokens without any pickling having told them so.
+_shared_tokens: weakref.WeakSet[StopToken] = weakref.WeakSet()
+
+
+def _cross_all_after_fork() -> None:
+    for token in list(_shared_tokens):
+        if not token.stopped:
+            token._cross()
+
+
 def _after_fork_in_child() -> None:
     global _instance, _instance_lock
     _instance_lock = threading.Lock()
-    inherited = _instance.tokens() if _instance is not None else []
-    _instance = _Watcher(inherited) if inherited else None
+    _instance = None  # threads and epoll sets do not survive fork: a fresh watcher
+    for token in list(_shared_tokens):
+        token._watched = False  # the parent's watcher watched it, not ours
+        token._lock = threading.Lock()  # held by a parent thread at fork time, perhaps
+    _cross_all_after_fork_child()
 
 
-os.register_at_fork(after_in_child=_after_fork_in_child)
+def _cross_all_after_fork_child() -> None:
+    for token in list(_shared_tokens):
+        token._crossed = False
+        if not token._fired:
+            token._cross()
+
+
+os.register_at_fork(after_in_parent=_cross_all_after_fork, after_in_child=_after_fork_in_child)

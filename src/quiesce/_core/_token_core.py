@@ -82,10 +82,6 @@ class SharedCore:
 
     shared = True
 
-    @property
-    def flag(self) -> memoryview:
-        return self.slot.arena.view[self.slot.offset : self.slot.offset + 1]
-
     def is_set(self) -> bool:
         return self.slot.memory[self.slot.offset] != 0
 
@@ -145,7 +141,7 @@ class LocalCore:
     shared = False
 
     def __init__(self) -> None:
-        self.flag = bytearray(1)  # read by StopToken.stopped, like a shared slot
+        self.flag = bytearray(1)
         self._reason: str | None = None
         self._event: threading.Event | None = None
         self._fds: tuple[int, int] | None = None
