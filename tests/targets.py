@@ -113,3 +113,12 @@ def spin_on_stopped(token: quiesce.StopToken, queue: Any) -> None:
 def stop_when_told(token: quiesce.StopToken, go: Any) -> None:
     go.wait(30)
     token.stop("from the child")
+
+
+def waits_for_own_callback(token: quiesce.StopToken) -> str:
+    """Ends only once its on_stop callback ran: it never reads the token itself."""
+    ran = threading.Event()
+    token.on_stop(ran.set)
+    while not ran.wait(0.05):
+        pass
+    return "callback ran"

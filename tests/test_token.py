@@ -16,7 +16,13 @@ from hypothesis import strategies as st
 
 import quiesce
 
-from targets import report_wait, spin_on_stopped, stop_token, stop_when_told
+from targets import (
+    report_wait,
+    spin_on_stopped,
+    stop_token,
+    stop_when_told,
+    waits_for_own_callback,
+)
 
 START_METHODS = multiprocessing.get_all_start_methods()
 
@@ -219,6 +225,36 @@ def test_the_parent_spinning_on_stopped_sees_a_childs_stop(method: str) -> None:
         if proc.is_alive():
             proc.kill()
             proc.join()
+
+
+@pytest.mark.parametrize("method", START_METHODS)
+def test_on_stop_inside_a_scope_process_runs_on_the_owners_stop(method: str) -> None:
+    """Regression: under fork the child's watcher ran the parent's inherited scope callback,
+    blocked on a lock held at fork time, and the child's own callbacks never ran."""
+    with quiesce.Scope(grace=60, kill_after=1, mp_context=method) as scope:
+        worker = scope.process(waits_for_own_callback)
+        time.sleep(0.2)  # let it register; a late registration runs at once anyway
+        scope.stop()
+        assert worker.join(20), "the child's on_stop callback did not run before the grace"
+    assert (worker.ended_by, worker.result) == ("stopped", "callback ran")
+
+
+def test_callbacks_registered_before_a_fork_run_only_in_the_parent() -> None:
+    token = quiesce.StopToken()
+    r, w = os.pipe()
+    token.on_stop(lambda: os.write(w, f"{os.getpid()}\n".encode()))
+    pid = os.fork()
+    if pid == 0:  # the child: wait for the parent's stop, give a callback time to misfire
+        try:
+            token.wait(10)
+            time.sleep(0.2)
+        finally:
+            os._exit(0)
+    token.stop("parent")
+    os.waitpid(pid, 0)
+    os.close(w)
+    with os.fdopen(r) as lines:
+        assert lines.read().split() == [str(os.getpid())]
 
 
 def test_a_token_only_this_process_holds_is_not_watched() -> None:

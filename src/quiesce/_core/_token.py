@@ -343,15 +343,18 @@ def _after_fork_in_child() -> None:
     global _instance, _instance_lock
     _instance_lock = threading.Lock()
     _instance = None  # threads and epoll sets do not survive fork: a fresh watcher
-    for token in list(_shared_tokens):
+    tokens = list(_shared_tokens)
+    for token in tokens:
         token._watched = False  # the parent's watcher watched it, not ours
-        token._lock = threading.Lock()  # held by a parent thread at fork time, perhaps
-    _cross_all_after_fork_child()
-
-
-def _cross_all_after_fork_child() -> None:
-    for token in list(_shared_tokens):
         token._crossed = False
+        token._lock = threading.Lock()  # held by a parent thread at fork time, perhaps
+        # Callbacks registered before the fork belong to the parent's objects
+        # (its scopes, workers, pools), whose copies here own nothing and may
+        # hold locks taken by a thread that does not exist here. The parent
+        # still runs them, and the links between tokens they implement write
+        # shared memory that this process sees, so here they are dropped.
+        token._callbacks = {}
+    for token in tokens:
         if not token._fired:
             token._cross()
 
