@@ -84,7 +84,7 @@ def run_command(argv: _command.Argv, *, timeout: float | None = None, grace: flo
         # `subprocess.run` would hang here: the background sleep holds stdout.
         done = quiesce.run_command(["bash", "-c", "sleep 600 & echo started"],
                                    capture_output=True, text=True, timeout=10)
-        print(done.stdout)                 # "started\n", at once; the sleep is gone
+        print(done.stdout)                 # started (at once); the sleep is gone
         ```
     """
     timeout = _validate.seconds("timeout", timeout, allow_none=True)
