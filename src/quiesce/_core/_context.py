@@ -42,7 +42,32 @@ def set_root_token(token: StopToken) -> None:
 
 
 def current_token() -> StopToken:
-    """The token of the calling worker; outside any worker, the root token."""
+    """The stop token that governs the calling code.
+
+    Inside a `Scope` worker (thread or process), a pool task, or the body of
+    a `with Scope(...)` block, it is that worker's, task's or scope's token.
+    Outside all of them it is the process's root token, which
+    `handle_signals` (and `quiesce.run`) stop on SIGINT/SIGTERM. In a quiesce
+    child process the root is the worker's own token. The value is held in a
+    `contextvars.ContextVar`, so asyncio tasks started inside a worker
+    inherit it.
+
+    Returns:
+        The current `StopToken`.
+
+    Example:
+        ```python
+        def fetch_all(urls):                 # knows nothing about scopes
+            token = quiesce.current_token()
+            for url in urls:
+                if token.stopped:
+                    break
+                fetch(url)
+
+        with quiesce.Scope() as scope:
+            scope.thread(fetch_all, urls)    # its token: the worker's
+        ```
+    """
     token = _current.get()
     return token if token is not None else root_token()
 
@@ -57,7 +82,27 @@ def using(token: StopToken) -> Iterator[StopToken]:
 
 
 def sleep(seconds: float) -> None:
-    """Sleep on ``current_token()``; raise ``Stopped`` as soon as it is stopped."""
+    """Sleep `seconds`, or raise `Stopped` as soon as `current_token()` is stopped.
+
+    The drop-in replacement for `time.sleep` in a worker's loop: a stop
+    wakes it at once instead of after the nap.
+
+    Args:
+        seconds: How long to sleep; finite and >= 0.
+
+    Raises:
+        Stopped: The current token was stopped (before or during the sleep).
+        ValueError: `seconds` is negative, NaN or infinite.
+        TypeError: `seconds` is not a number (or is a bool).
+
+    Example:
+        ```python
+        def poll():
+            while True:
+                check_the_queue()
+                quiesce.sleep(10)        # a stop ends the worker here, at once
+        ```
+    """
     delay = _validate.required_seconds("seconds", seconds)
     token = current_token()
     if token.wait(delay):
@@ -65,7 +110,18 @@ def sleep(seconds: float) -> None:
 
 
 def stopped() -> bool:
-    """Whether ``current_token()`` is stopped."""
+    """Whether `current_token()` is stopped.
+
+    Returns:
+        `current_token().stopped`.
+
+    Example:
+        ```python
+        def crunch():
+            while not quiesce.stopped():
+                step()
+        ```
+    """
     token = _current_get()  # current_token() inlined: this is called in hot loops
     if token is None:
         token = _root if _root is not None else root_token()

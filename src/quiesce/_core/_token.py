@@ -42,7 +42,18 @@ _ids = itertools.count(1)
 
 @final
 class StopHandle:
-    """Returned by ``StopToken.on_stop``; ``cancel()`` removes the callback."""
+    """Returned by `StopToken.on_stop`; `cancel()` removes the callback.
+
+    A handle holds its token weakly: keeping a handle never keeps a token
+    (and its file descriptor) alive.
+
+    Example:
+        ```python
+        handle = token.on_stop(lambda: print("stopping"))
+        ...
+        handle.cancel()                 # no longer interested
+        ```
+    """
 
     __slots__ = ("_key", "_token")
 
@@ -53,7 +64,12 @@ class StopHandle:
         self._key = key
 
     def cancel(self) -> bool:
-        """Remove the callback; False if it already ran or was cancelled."""
+        """Remove the callback, unless it already ran.
+
+        Returns:
+            True if the callback was removed before it ran; False if it
+            already ran, was already cancelled, or its token is gone.
+        """
         ref, self._token = self._token, None
         token = ref() if ref is not None else None
         return token is not None and token._remove_callback(self._key)
@@ -63,10 +79,35 @@ class StopHandle:
 class StopToken:
     """A one-shot stop request, shared by threads and by child processes.
 
-    Pass it to a thread or to a ``multiprocessing.Process`` (any start
-    method) as an argument; ``stop()`` from any of them reaches all of them.
-    ``wait()`` and ``fileno()`` wake at once when the token is stopped,
-    whoever stopped it.
+    Pass it to a thread or to a `multiprocessing.Process` (fork, forkserver
+    or spawn) as an argument; `stop()` from any of them reaches all of them.
+    Once stopped, a token stays stopped. `stopped` is one attribute read,
+    cheap enough for a hot loop (see Measurements in the docs); `wait()`
+    and `fileno()` wake at once when the token is stopped, whoever stopped
+    it.
+
+    Workers of a `Scope` and tasks of a pool get a token of their own:
+    read it with `quiesce.current_token()`, or declare a parameter named
+    `token`. Make a `StopToken()` yourself to stop code that quiesce does
+    not start.
+
+    Each token holds one file descriptor (an eventfd on Linux), closed when
+    the token is garbage collected.
+
+    Example:
+        ```python
+        import multiprocessing, quiesce
+
+        def work(token):
+            while not token.stopped:
+                token.wait(1.0)         # an interruptible sleep
+
+        token = quiesce.StopToken()
+        child = multiprocessing.Process(target=work, args=(token,))
+        child.start()
+        token.stop("done")              # the child sees it at once
+        child.join()
+        ```
     """
 
     # ``stopped`` is a plain slot, not a property: on CPython 3.11 only an
@@ -91,6 +132,20 @@ class StopToken:
                    "Cheap enough for a hot loop: one attribute read.",
     }
     stopped: bool
+    """Whether the token has been stopped (read it; never assign it).
+
+    One attribute read, no system call and no lock: poll it in a hot loop.
+    A stop made in this process shows at once; one made in another process
+    shows within about one GIL switch interval (~5 ms), while `wait()`,
+    `fileno()` and `raise_if_stopped()` see it at once. To sleep until a
+    stop, use `wait`.
+
+    Example:
+        ```python
+        while not token.stopped:
+            crunch_one_item()
+        ```
+    """
 
     def __init__(self) -> None:
         self._setup(SharedCore())
@@ -115,7 +170,26 @@ class StopToken:
 
     # -- the request -------------------------------------------------------
     def stop(self, reason: str | None = None) -> None:
-        """Request a stop; idempotent, the first reason given is kept."""
+        """Request a stop; idempotent, the first reason given is kept.
+
+        Callbacks registered with `on_stop` (and the links to `child()`
+        tokens) run in the calling thread, before `stop` returns; a stop
+        made from another process runs them in quiesce's watcher thread.
+        Never blocks on the workers that hold the token.
+
+        Args:
+            reason: Why; readable as `reason` and carried by the `Stopped`
+                that `raise_if_stopped` raises.
+
+        Raises:
+            TypeError: `reason` is neither a str nor None.
+
+        Example:
+            ```python
+            token.stop("user pressed Cancel")
+            token.reason                # 'user pressed Cancel'
+            ```
+        """
         if reason is not None and not isinstance(reason, str):
             raise TypeError(f"reason must be a str or None, not {type(reason).__name__}")
         self._core.set(reason)
@@ -124,10 +198,36 @@ class StopToken:
 
     @property
     def reason(self) -> str | None:
+        """The reason given to the first `stop()`, or None (not stopped, or no reason).
+
+        Quiesce's own stops give one: `"scope 'job' exited"`,
+        `"received SIGTERM"`, `"worker 'job/fetch-1' failed: ..."`.
+        """
         return self._core.reason()
 
     def wait(self, timeout: float | None = None) -> bool:
-        """Sleep until stopped (True) or until ``timeout`` seconds pass (False)."""
+        """Sleep until the token is stopped or `timeout` seconds pass.
+
+        An interruptible `time.sleep`: it returns the moment the token is
+        stopped, from any thread or process. In the main thread it waits in
+        short slices, so signal handlers still run.
+
+        Args:
+            timeout: Seconds, >= 0; None waits for ever.
+
+        Returns:
+            True if the token is stopped, False if the timeout passed first.
+
+        Raises:
+            ValueError: `timeout` is negative, NaN or infinite (None: no limit).
+            TypeError: `timeout` is not a number (or is a bool).
+
+        Example:
+            ```python
+            while not token.wait(timeout=10.0):     # wakes at once on stop
+                poll_the_queue()
+            ```
+        """
         timeout = _validate.seconds("timeout", timeout, allow_none=True)
         if in_slices(self._core.wait, timeout):
             self._observe()  # perhaps a stop from another process: callbacks run now
@@ -135,19 +235,73 @@ class StopToken:
         return False
 
     def raise_if_stopped(self) -> None:
+        """Raise `Stopped` if the token is stopped; otherwise do nothing.
+
+        A check point for long computations: the worker unwinds through its
+        `finally` and `with` blocks and ends as `stopped`.
+
+        Raises:
+            Stopped: The token is stopped; its `reason` is the token's.
+
+        Example:
+            ```python
+            for chunk in chunks:
+                token.raise_if_stopped()
+                process(chunk)
+            ```
+        """
         if self.stopped or self._core.is_set():
             self._observe()
             raise Stopped(self._core.reason())
 
     def fileno(self) -> int:
-        """An fd that becomes readable once the token is stopped (for select)."""
+        """A file descriptor that becomes readable once the token is stopped.
+
+        For code that waits in `select`, `selectors` or `poll` on sockets or
+        pipes: add this fd and the wait also ends on stop. Never read from
+        it or close it; it stays readable once stopped, for every waiter in
+        every process. It is owned by the token and closed with it.
+
+        Returns:
+            The descriptor (an eventfd on Linux, a pipe elsewhere).
+
+        Example:
+            ```python
+            import selectors
+            sel = selectors.DefaultSelector()
+            sel.register(sock, selectors.EVENT_READ, "data")
+            sel.register(token.fileno(), selectors.EVENT_READ, "stop")
+            for key, _ in sel.select():
+                if key.data == "stop":
+                    return
+            ```
+        """
         return self._core.fileno()
 
     # -- callbacks and children -----------------------------------------------
     def on_stop(self, callback: Callable[[], object]) -> StopHandle:
-        """Run ``callback()`` once on stop, in the stopping thread (at once if stopped).
+        """Run `callback()` once when the token stops (at once if it already has).
 
-        A stop made by another process runs it in quiesce's watcher thread.
+        The callback runs in the thread that calls `stop()`; a stop made by
+        another process runs it in quiesce's watcher thread. Keep it short
+        and non-blocking. An exception it raises is logged (logger
+        `quiesce`), not propagated.
+
+        Args:
+            callback: Called with no argument.
+
+        Returns:
+            A handle whose `cancel()` removes the callback.
+
+        Raises:
+            TypeError: `callback` is not callable.
+
+        Example:
+            ```python
+            server = make_server()
+            token.on_stop(server.shutdown)      # end serve_forever() on stop
+            server.serve_forever()
+            ```
         """
         _validate.callable_target("callback", callback)
         key = next(_ids)
@@ -159,7 +313,22 @@ class StopToken:
         return StopHandle(self, key)
 
     def child(self) -> StopToken:
-        """A new token that stops when this one stops (never the reverse)."""
+        """A new token that stops when this one stops (never the reverse).
+
+        Stopping the child leaves this token running: use it to stop one part
+        of a program alone. The link is dropped when the child is collected.
+
+        Returns:
+            A new, running `StopToken` (already stopped if this one is).
+
+        Example:
+            ```python
+            job = quiesce.StopToken()
+            download = job.child()
+            download.stop()             # job.stopped is still False
+            job.stop()                  # would also have stopped download
+            ```
+        """
         return self._child(StopToken())
 
     def _child_local(self) -> StopToken:

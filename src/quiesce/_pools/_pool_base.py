@@ -135,11 +135,69 @@ class Pool(Executor):
 
     # -- the Executor surface -----------------------------------------------------------
     def submit(self, fn: Callable[..., T], /, *args: Any, **kwargs: Any) -> TaskFuture[T]:
+        """Schedule `fn(*args, **kwargs)`; as `concurrent.futures.Executor.submit`.
+
+        The task runs with a token of its own (`current_token()` inside it,
+        or the keyword `token` if `fn` declares a parameter of that name).
+        The future's `cancel()` works on a *running* task too: the future
+        ends cancelled at once, the task's token is stopped, and a task that
+        ignores it is ended after the pool's grace (a thread is abandoned
+        and replaced; a process gets SIGTERM, then SIGKILL after kill_after,
+        and a new worker takes its place). The pool's `task_timeout`
+        applies.
+
+        Args:
+            fn: The callable; for a ProcessPool, picklable with its arguments.
+            *args: Positional arguments for `fn`.
+            **kwargs: Keyword arguments for `fn`.
+
+        Returns:
+            A `concurrent.futures.Future`.
+
+        Raises:
+            TypeError: `fn` is not callable; for a ProcessPool, `fn` or its
+                arguments cannot be pickled (the message says which).
+            RuntimeError: The pool was shut down or stopped.
+
+        Example:
+            ```python
+            future = pool.submit(crunch, data)
+            try:
+                print(future.result(timeout=60))
+            except TimeoutError:
+                future.cancel()             # stops the running task
+            ```
+        """
         return self._submit(fn, args, kwargs, self._task_timeout)
 
     def submit_with(self, fn: Callable[..., T], /, *args: Any, timeout: float | None,
                     **kwargs: Any) -> TaskFuture[T]:
-        """``submit`` with this call's own time limit (``None``: none, whatever the pool's)."""
+        """`submit` with this call's own time limit instead of the pool's `task_timeout`.
+
+        Once the task has run `timeout` seconds (counted from its start, not
+        its submission), its future fails with `TimeoutError` and the task
+        is stopped as by `cancel()`.
+
+        Args:
+            fn: The callable.
+            *args: Positional arguments for `fn`.
+            timeout: Seconds, > 0; None: no limit, whatever the pool's.
+            **kwargs: Keyword arguments for `fn`.
+
+        Returns:
+            A `concurrent.futures.Future`.
+
+        Raises:
+            ValueError: `timeout` is 0, negative, NaN or infinite.
+            TypeError: As for `submit`.
+            RuntimeError: The pool was shut down or stopped.
+
+        Example:
+            ```python
+            quick = pool.submit_with(lookup, key, timeout=2.0)
+            quick.result()                  # TimeoutError after 2 s of running
+            ```
+        """
         limit = _validate.seconds("timeout", timeout, allow_none=True)
         if limit == 0:
             raise ValueError("timeout must be > 0 seconds (or None for no limit)")
@@ -162,7 +220,29 @@ class Pool(Executor):
         return f"cannot submit to a {name} after shutdown or stop"
 
     def stop(self, grace: float | None = None) -> None:
-        """Cancel what waits, stop what runs; return within grace + kill_after (+ reaping)."""
+        """The bounded shutdown: cancel what waits, stop what runs, and return.
+
+        Queued tasks are cancelled; every running task's future ends
+        cancelled and its token is stopped; a task still running after
+        `grace` is ended (threads: abandoned; processes: SIGTERM, then
+        SIGKILL after the pool's kill_after). Returns within
+        `grace + kill_after` plus reaping, whatever the tasks do, unlike
+        `shutdown(wait=True)`. Afterwards the pool takes no new work.
+
+        Args:
+            grace: Seconds to give running tasks; None: the pool's `grace`.
+
+        Raises:
+            ValueError: `grace` is negative, NaN or infinite.
+
+        Example:
+            ```python
+            pool = quiesce.ProcessPool(4, grace=5, kill_after=2)
+            futures = [pool.submit(crunch, c) for c in chunks]
+            ...
+            pool.stop()                     # back within about 7 s
+            ```
+        """
         grace = self._grace if grace is None else _validate.required_seconds("grace", grace)
         self._stop(grace)
         self._unlink_above()
@@ -207,7 +287,11 @@ class Pool(Executor):
         raise NotImplementedError
 
     def busy(self) -> bool:
-        """Whether any task waits or runs."""
+        """Whether any task waits or runs.
+
+        Returns:
+            True while a submitted task has not ended.
+        """
         with self._lock:
             return bool(self._running) or not self._queue_empty()
 

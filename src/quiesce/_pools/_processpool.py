@@ -111,7 +111,52 @@ class _Worker:
 
 @final
 class ProcessPool(Pool):
-    """``concurrent.futures.ProcessPoolExecutor``, plus stoppable tasks."""
+    """`concurrent.futures.ProcessPoolExecutor`, plus stoppable tasks.
+
+    A drop-in executor (`submit`, `map`, `shutdown`, `with`) in which each
+    worker process runs one task at a time, so "running" is exact: a
+    cancel, a timeout or a crash concerns that task and no other.
+
+    - `future.cancel()` on a running task ends the future cancelled at once
+      and stops the task's token; a task still running `grace` seconds
+      later gets SIGTERM (`Stopped` raised in it, so its `finally` runs),
+      then SIGKILL after `kill_after`, and a new worker takes its place.
+    - `task_timeout` (or `submit_with(timeout=)`) ends a task the same way,
+      its future failing with `TimeoutError`.
+    - A worker that dies (segfault, `os._exit`, OOM kill) fails only its
+      own task's future with `ProcessDied` and is replaced.
+    - No worker outlives the owner, even if the owner is SIGKILLed.
+
+    Like `ThreadPool`, it belongs to the token current where it is made,
+    and `Scope.process_pool` makes one a scope owns.
+
+    Args:
+        max_workers: Processes at most, started on demand; None:
+            `os.cpu_count()`.
+        task_timeout: Seconds each task may run (from its start); None: no
+            limit.
+        grace: Seconds between a task's stop and SIGTERM; finite, >= 0.
+        kill_after: Seconds between SIGTERM and SIGKILL; finite, >= 0.
+        mp_context: A start method name (`"fork"`, `"forkserver"`,
+            `"spawn"`), a `multiprocessing` context, or None for the default.
+
+    Raises:
+        ValueError: `max_workers` < 1; `task_timeout` <= 0 or not finite;
+            `grace` or `kill_after` negative, NaN or infinite; an unknown
+            start method.
+        TypeError: `mp_context` of the wrong type.
+
+    Example:
+        ```python
+        import quiesce
+
+        with quiesce.ProcessPool(4, task_timeout=60, grace=5, kill_after=2) as pool:
+            future = pool.submit(crunch, data)
+            late = pool.submit_with(crunch, more, timeout=5)
+            future.cancel()       # a RUNNING task: token, SIGTERM, SIGKILL
+            pool.stop()           # bounded: back within grace + kill_after
+        ```
+    """
 
     kind = "process"
 
@@ -158,7 +203,27 @@ class ProcessPool(Pool):
 
     def map(self, fn: Callable[..., T], *iterables: Iterable[Any], timeout: float | None = None,
             chunksize: int = 1) -> Iterator[T]:
-        """Like ProcessPoolExecutor.map: ``chunksize`` items travel to a worker at once."""
+        """As `ProcessPoolExecutor.map`: results in order, `chunksize` calls per task.
+
+        Args:
+            fn: The callable, picklable.
+            *iterables: Argument iterables, zipped as by `map`.
+            timeout: Seconds for the whole iteration; None: no limit.
+            chunksize: Calls sent to a worker as one task (a cancel, timeout
+                or death concerns the whole chunk); an int >= 1.
+
+        Returns:
+            An iterator over the results.
+
+        Raises:
+            ValueError: `chunksize` < 1.
+            TimeoutError: While iterating, if `timeout` passes.
+
+        Example:
+            ```python
+            squares = list(pool.map(pow, range(1000), itertools.repeat(2), chunksize=50))
+            ```
+        """
         if isinstance(chunksize, bool) or not isinstance(chunksize, int) or chunksize < 1:
             raise ValueError(f"chunksize must be an int >= 1, got {chunksize!r}")
         if chunksize == 1:
@@ -168,6 +233,15 @@ class ProcessPool(Pool):
         return itertools.chain.from_iterable(results)
 
     def shutdown(self, wait: bool = True, *, cancel_futures: bool = False) -> None:
+        """As `ProcessPoolExecutor.shutdown`: no new work; optionally wait for running tasks.
+
+        `wait=True` waits for running tasks however long they take, then
+        for every worker to be reaped (use `stop()` for a bounded end).
+
+        Args:
+            wait: Wait until the tasks have ended and the workers are reaped.
+            cancel_futures: Cancel the tasks that have not started.
+        """
         with self._lock:
             self._shutdown = True
             if cancel_futures:

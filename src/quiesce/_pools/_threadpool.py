@@ -49,11 +49,51 @@ class _WorkerThread:
 
 @final
 class ThreadPool(Pool):
-    """``concurrent.futures.ThreadPoolExecutor``, plus stoppable tasks.
+    """`concurrent.futures.ThreadPoolExecutor`, plus stoppable tasks.
+
+    A drop-in executor (`submit`, `map`, `shutdown`, `with`) whose tasks
+    each run with their own token (`quiesce.current_token()`), and whose
+    futures can be cancelled while running or timed out: the task's token
+    is stopped, and a task that ignores it for `grace` seconds is
+    *abandoned* (its thread finishes alone, uncounted) and replaced, so the
+    pool keeps serving. Python cannot kill a thread: a task that never
+    looks at its token keeps its thread busy until it returns.
 
     Its threads are daemons, so a stuck task never blocks interpreter exit;
-    but ``shutdown(wait=True)`` (and leaving a ``with`` block) still waits
-    for running tasks, as the stdlib's does. ``stop()`` is the bounded end.
+    `shutdown(wait=True)` (and leaving a `with` block) still waits for
+    running tasks, as the stdlib's does; `stop()` is the bounded end. The
+    pool belongs to the token current where it is made: when that token
+    stops (a scope, a signal under `handle_signals`), the pool stops too.
+    Use `Scope.thread_pool` to have a scope own it.
+
+    Args:
+        max_workers: Threads at most; None: `min(32, os.cpu_count() + 4)`.
+        task_timeout: Seconds each task may run (from its start) before its
+            future fails with `TimeoutError` and the task is stopped; None:
+            no limit. `submit_with` overrides it per call.
+        grace: Seconds a stopped task is given before it is abandoned;
+            finite, >= 0.
+        kill_after: Kept for the same signature as `ProcessPool` (threads
+            cannot be killed); finite, >= 0.
+        thread_name_prefix: Prefix of the worker threads' names.
+
+    Raises:
+        ValueError: `max_workers` < 1; `task_timeout` <= 0 or not finite;
+            `grace` or `kill_after` negative, NaN or infinite.
+
+    Example:
+        ```python
+        import quiesce
+
+        def fetch(url):
+            token = quiesce.current_token()
+            while not token.stopped:
+                ...                          # a unit of work
+
+        with quiesce.ThreadPool(8, task_timeout=30, grace=2) as pool:
+            futures = [pool.submit(fetch, u) for u in urls]
+            futures[0].cancel()              # works on a running task
+        ```
     """
 
     kind = "thread"
@@ -90,6 +130,16 @@ class ThreadPool(Pool):
         return task.future
 
     def shutdown(self, wait: bool = True, *, cancel_futures: bool = False) -> None:
+        """As `ThreadPoolExecutor.shutdown`: no new work; optionally wait for running tasks.
+
+        `wait=True` waits for running tasks however long they take (use
+        `stop()` for a bounded end). Called from one of the pool's own tasks
+        or callbacks, it does not wait for that calling thread.
+
+        Args:
+            wait: Wait until running (and, unless cancelled, queued) tasks end.
+            cancel_futures: Cancel the tasks that have not started.
+        """
         with self._lock:
             self._shutdown = True
             if cancel_futures:

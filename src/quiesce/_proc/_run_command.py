@@ -40,7 +40,53 @@ _CHUNK = 65536
 def run_command(argv: _command.Argv, *, timeout: float | None = None, grace: float = 5.0,
                 input: str | bytes | None = None, capture_output: bool = False,
                 check: bool = False, **subprocess_kw: Any) -> subprocess.CompletedProcess[Any]:
-    """Like ``subprocess.run``; a timeout ends the whole tree, TimeoutExpired ~timeout + grace."""
+    """Like `subprocess.run`, but a timeout ends the whole tree and pipes never hang it.
+
+    The command runs in its own process group, tagged so that descendants
+    that `setsid` or double-fork are found too. One loop reads the pipes
+    while watching the exit, the deadline and `current_token()`:
+
+    - when the command exits, whatever it left running gets SIGTERM, then
+      SIGKILL after `grace`, and the call returns; pipes still held open by
+      a process outside the tree are drained for half a second, then
+      dropped (`subprocess.run` would wait for them for ever);
+    - on the timeout, or a stop of the current token, the whole tree gets
+      SIGTERM, then SIGKILL after `grace`: `TimeoutExpired` is raised about
+      `timeout + grace` seconds after the start at the latest.
+
+    Args:
+        argv: The command, as for `subprocess.run`.
+        timeout: Seconds before the tree is ended; None: no limit.
+        grace: Seconds between SIGTERM and SIGKILL; finite, >= 0.
+        input: Data for the command's stdin (str only with `text=True`).
+        capture_output: Capture stdout and stderr, as `subprocess.run`.
+        check: Raise `CalledProcessError` on a non-zero exit status.
+        **subprocess_kw: Other `subprocess.Popen` arguments (`stdout`,
+            `cwd`, `env`, `text`, `encoding`...); `preexec_fn` is refused.
+
+    Returns:
+        A `subprocess.CompletedProcess`.
+
+    Raises:
+        subprocess.TimeoutExpired: The timeout passed (with the output so far).
+        subprocess.CalledProcessError: `check=True` and the status is not 0.
+        Stopped: The current token was stopped meanwhile.
+        FileNotFoundError: The command does not exist (the message names it).
+        PermissionError: The command is not executable.
+        ValueError: A bad duration; `input` with `stdin`; `capture_output`
+            with `stdout`/`stderr`; `preexec_fn`; an empty `argv`.
+        TypeError: `input` is a str without `text=True`; a bad `argv`.
+
+    Example:
+        ```python
+        import quiesce
+
+        # `subprocess.run` would hang here: the background sleep holds stdout.
+        done = quiesce.run_command(["bash", "-c", "sleep 600 & echo started"],
+                                   capture_output=True, text=True, timeout=10)
+        print(done.stdout)                 # started (at once); the sleep is gone
+        ```
+    """
     timeout = _validate.seconds("timeout", timeout, allow_none=True)
     grace = _validate.required_seconds("grace", grace)
     kw = dict(subprocess_kw)

@@ -31,7 +31,47 @@ from quiesce._scope._signals import SignalHandling
 
 def run(main: Callable[..., Any], /, *args: Any, grace: float = 5.0,
         kill_after: float = 2.0) -> NoReturn:
-    """Run ``main(*args)`` with signals handled in a root scope, then exit the process."""
+    """Run `main(*args)` with signals handled in a root scope, then exit the process.
+
+    The one-line entry point of a program. `main` runs in the main thread,
+    inside a `Scope` and under `handle_signals()` (SIGINT, SIGTERM). The
+    first signal stops the root token, so every scope ends by its ladder,
+    and raises `Stopped` in `main` itself (as Ctrl-C raises
+    `KeyboardInterrupt`), so `finally` blocks run; a second signal skips the
+    remaining grace.
+
+    The process then exits with the conventional status: `main`'s return
+    value if it is an int, else 0; a `SystemExit`'s code; 1 after an
+    uncaught exception (its traceback printed). After a signal, once
+    cleanup and `atexit` have run and stdio is flushed, the process ends
+    *by that signal*, so its parent sees a signal death (-15 from
+    `subprocess`, 143 in a shell).
+
+    Args:
+        main: The program's main function.
+        *args: Positional arguments for `main`.
+        grace: The root scope's grace, seconds; finite, >= 0.
+        kill_after: The root scope's kill_after, seconds; finite, >= 0.
+
+    Raises:
+        TypeError: `main` is not callable, or a duration is not a number.
+        ValueError: `grace` or `kill_after` is negative, NaN or infinite.
+        RuntimeError: Not called from the main thread.
+
+    Example:
+        ```python
+        import quiesce
+
+        def main() -> int:
+            with quiesce.Scope(grace=10, kill_after=5) as scope:
+                scope.process(crunch)
+                scope.join()
+            return 0
+
+        if __name__ == "__main__":
+            quiesce.run(main)                 # never returns
+        ```
+    """
     _validate.callable_target("main", main)
     _validate.required_seconds("grace", grace)
     _validate.required_seconds("kill_after", kill_after)

@@ -48,7 +48,72 @@ StopOrigin = Literal["self", "failure", "above"]
 
 @final
 class Scope:
-    """Owns workers; leaving the block stops whatever still runs, by the ladder."""
+    """Owns workers; leaving the block stops whatever still runs, by the ladder.
+
+    Start threads, processes, subprocesses and pools through the scope;
+    nothing it starts outlives it. Leaving the `with` block (normally, by an
+    exception, or after `stop()`) takes every worker still running through
+    **the ladder**, all workers in parallel:
+
+    1. stop the worker's token (cooperative; subprocesses get SIGTERM to
+       their process group, since they cannot see a token);
+    2. after `grace` seconds: SIGTERM to processes (inside a quiesce child it
+       raises `Stopped` in the main thread, so `finally` blocks run);
+       `Stopped` raised in threads if `interrupt_threads=True`;
+    3. after `kill_after` more seconds: SIGKILL to every process of the
+       worker's tree, grandchildren and `setsid` escapers included, then
+       reap. A thread still running is *abandoned*: reported, and never
+       blocking interpreter exit.
+
+    So leaving a scope takes at most about `grace + kill_after` seconds.
+    A worker's exception stops the scope (its siblings get the ladder) and
+    is raised when the block is left or by `join()`; several are raised as
+    an `ExceptionGroup`. A stop from above (a signal under `handle_signals`,
+    an enclosing scope) raises `Stopped` there instead.
+
+    Scopes nest: a scope's token is a child of `current_token()` where it
+    is created, and inside the block `current_token()` is the scope's
+    token, so a stop anywhere above reaches every worker below.
+
+    Args:
+        grace: Seconds between the token stop and SIGTERM; finite, >= 0.
+        kill_after: Seconds between SIGTERM and SIGKILL; finite, >= 0.
+        name: Names the scope in worker names, reports and logs; by default
+            `scope-N`.
+        interrupt_threads: If True, a thread still running `grace` seconds
+            after its stop gets `Stopped` raised in it asynchronously (it
+            takes effect between two bytecodes, never inside a C call).
+        mp_context: How `process()` and `process_pool()` start processes: a
+            start method name (`"fork"`, `"forkserver"`, `"spawn"`), a
+            `multiprocessing` context, or None for the default method.
+        token: The parent of the scope's token instead of
+            `current_token()`.
+
+    Raises:
+        ValueError: `grace` or `kill_after` is negative, NaN or infinite, or
+            `mp_context` names an unknown start method.
+        TypeError: `name`, `token` or `mp_context` has the wrong type.
+
+    Example:
+        ```python
+        import quiesce
+
+        def poll():
+            while not quiesce.stopped():
+                quiesce.sleep(10)           # wakes at once on stop
+
+        def crunch(token):                  # gets the worker's token
+            while not token.stopped:
+                ...
+
+        with quiesce.Scope(grace=5, kill_after=2, name="job") as scope:
+            scope.thread(poll)
+            scope.process(crunch)
+            scope.join(timeout=60)          # natural completion, if any
+        for line in scope.report():
+            print(line)                     # job/poll-1 [thread]: stopped in 0 ms
+        ```
+    """
 
     def __init__(self, grace: float = 5.0, kill_after: float = 2.0, name: str | None = None,
                  interrupt_threads: bool = False, mp_context: BaseContext | str | None = None,
@@ -84,22 +149,93 @@ class Scope:
     # -- public API ---------------------------------------------------------
     @property
     def token(self) -> StopToken:
+        """The scope's token; stopping it starts the ladder, like `stop()`.
+
+        Every worker's token is a child of it. Inside the `with` block it is
+        also `current_token()`.
+        """
         return self._token
 
     @property
     def workers(self) -> list[Worker]:
+        """Every worker started so far (running or ended), in start order; a copy."""
         with self._lock:
             return list(self._workers)
 
     def thread(self, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> Worker:
-        """Run ``fn(*args, **kwargs)`` in a daemon thread this scope joins."""
+        """Run `fn(*args, **kwargs)` in a thread this scope owns.
+
+        The thread is a daemon that the scope, not the interpreter, joins,
+        so a stuck thread can never hang interpreter exit. Its token is a
+        child of the scope's: `current_token()` inside `fn`, and passed as
+        the keyword `token` if `fn` declares a parameter of that name (and
+        `kwargs` has none). The return value is `worker.result`; an
+        exception stops the scope and is raised by `join()` / leaving the
+        block.
+
+        Args:
+            fn: The target.
+            *args: Positional arguments for `fn`.
+            **kwargs: Keyword arguments for `fn`.
+
+        Returns:
+            The running `Worker`.
+
+        Raises:
+            TypeError: `fn` is not callable.
+            RuntimeError: The scope is stopping or closed.
+
+        Example:
+            ```python
+            def fetch(url, token):
+                while not token.wait(5):    # stop-aware sleep
+                    ...
+            worker = scope.thread(fetch, "https://example.org")
+            ```
+        """
         _validate.callable_target("fn", fn)
         with self._lock:
             self._check_open()
             return self._adopt(ThreadWorker(self._owner, self._worker_name(fn), fn, args, kwargs))
 
     def process(self, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> Worker:
-        """Run ``fn(*args, **kwargs)`` in a child process whose whole tree this scope ends."""
+        """Run `fn(*args, **kwargs)` in a child process whose whole tree this scope ends.
+
+        `fn`, `args` and `kwargs` are pickled now, whatever the start method
+        (the scope's `mp_context`), so an unpicklable target fails here and
+        not later in the child. The child gets the worker's token
+        (`current_token()`, or the `token` keyword as for `thread`); on the
+        ladder's SIGTERM `Stopped` is raised in its main thread, so its
+        `finally` blocks run. It dies with its owner, even if the owner is
+        SIGKILLed. The return value, if picklable, is `worker.result`; the
+        exit status is `worker.exitcode`.
+
+        Args:
+            fn: The target; importable by name for the spawn and forkserver
+                methods (not a lambda or a local function).
+            *args: Positional arguments for `fn`, picklable.
+            **kwargs: Keyword arguments for `fn`, picklable.
+
+        Returns:
+            The running `Worker`.
+
+        Raises:
+            TypeError: `fn` is not callable, or it or its arguments cannot
+                be pickled (the message names the target and says why).
+            RuntimeError: The scope is stopping or closed.
+
+        Example:
+            ```python
+            def crunch(path, token):
+                try:
+                    while not token.stopped:
+                        step(path)
+                finally:
+                    flush_results()         # runs on stop and on SIGTERM
+
+            worker = scope.process(crunch, "/data/in")
+            ```
+        """
         _validate.callable_target("fn", fn)
         payload = pickle_target("scope.process", fn, args, kwargs)
         with self._lock:
@@ -108,10 +244,37 @@ class Scope:
             return self._adopt(worker)
 
     def popen(self, argv: Argv, /, **popen_kwargs: Any) -> Worker:
-        """Run a command (``subprocess.Popen`` arguments) in its own process group.
+        """Run a command in its own process group; the scope ends its whole tree.
 
-        It gets SIGTERM to its group when the scope stops, SIGKILL to its
-        whole tree after grace + kill_after; ``worker.popen`` is the Popen.
+        A command cannot see a token, so its ladder is shifted: SIGTERM (then
+        SIGCONT) to its process group as soon as the scope stops, SIGKILL to
+        its whole tree (grandchildren and `setsid` escapers included) after
+        `grace + kill_after`. When the command exits, whatever it left
+        running gets the rest of the ladder. `worker.popen` is the
+        `subprocess.Popen`; `worker.exitcode` its status once reaped.
+
+        Args:
+            argv: The command, a list of str/path (or a str, as for Popen).
+            **popen_kwargs: Passed to `subprocess.Popen` (`stdout`, `cwd`,
+                `env`...); `preexec_fn` is refused.
+
+        Returns:
+            The running `Worker`.
+
+        Raises:
+            FileNotFoundError: The command does not exist (the message names it).
+            PermissionError: The command is not executable.
+            TypeError: `argv` (or one of its items) has the wrong type.
+            ValueError: `argv` is empty, or `preexec_fn` was given.
+            RuntimeError: The scope is stopping or closed.
+
+        Example:
+            ```python
+            with quiesce.Scope(grace=10, kill_after=5) as scope:
+                encoder = scope.popen(["ffmpeg", "-i", "in.mp4", "out.webm"])
+                scope.join()
+            print(encoder.exitcode)
+            ```
         """
         check_argv("scope.popen", argv)  # before command_name() reads argv
         with self._lock:
@@ -122,7 +285,31 @@ class Scope:
 
     def thread_pool(self, max_workers: int | None = None, *,
                     task_timeout: float | None = None) -> ThreadPool:
-        """A ThreadPool this scope owns: stopped with the scope (same grace and kill_after)."""
+        """A `ThreadPool` this scope owns: stopped with the scope (same grace and kill_after).
+
+        `scope.join()` waits until the pool has no work; when the scope
+        stops, the pool runs its bounded `stop()`.
+
+        Args:
+            max_workers: Threads at most; None: `min(32, cpu_count + 4)`.
+            task_timeout: Seconds a task may run before its future fails with
+                `TimeoutError` and the task is stopped; None: no limit.
+
+        Returns:
+            The pool (already running; no `with` needed).
+
+        Raises:
+            ValueError: `max_workers` < 1, or `task_timeout` <= 0 or not finite.
+            RuntimeError: The scope is stopping or closed.
+
+        Example:
+            ```python
+            with quiesce.Scope(grace=2) as scope:
+                pool = scope.thread_pool(8, task_timeout=30)
+                futures = [pool.submit(fetch, url) for url in urls]
+                scope.join()
+            ```
+        """
         pool = ThreadPool(max_workers, task_timeout=task_timeout, grace=self._grace,
                           kill_after=self._kill_after)
         name = f"{self.name}/thread_pool-{next(self._worker_ids)}"
@@ -131,7 +318,31 @@ class Scope:
 
     def process_pool(self, max_workers: int | None = None, *,
                      task_timeout: float | None = None) -> ProcessPool:
-        """A ProcessPool this scope owns, using the scope's ``mp_context``."""
+        """A `ProcessPool` this scope owns, using the scope's `mp_context`.
+
+        Like `thread_pool`: stopped with the scope, with its grace and
+        kill_after.
+
+        Args:
+            max_workers: Processes at most; None: `os.cpu_count()`.
+            task_timeout: Seconds a task may run before its future fails with
+                `TimeoutError` and the task is ended by the ladder; None: no
+                limit.
+
+        Returns:
+            The pool (already running; no `with` needed).
+
+        Raises:
+            ValueError: `max_workers` < 1, or `task_timeout` <= 0 or not finite.
+            RuntimeError: The scope is stopping or closed.
+
+        Example:
+            ```python
+            with quiesce.Scope(grace=5, kill_after=2) as scope:
+                pool = scope.process_pool(4)
+                total = sum(pool.map(crunch, chunks))
+            ```
+        """
         pool = ProcessPool(max_workers, task_timeout=task_timeout, grace=self._grace,
                            kill_after=self._kill_after, mp_context=self._mp_context)
         self._adopt(PoolWorker(self._owner, f"{self.name}/process_pool-{next(self._worker_ids)}",
@@ -139,9 +350,35 @@ class Scope:
         return pool
 
     def join(self, timeout: float | None = None) -> bool:
-        """Wait for every worker to end; raise their errors, or Stopped if stopped from above.
+        """Wait until every worker has ended (pools: until they have no work).
 
-        Returns False if ``timeout`` passed first, True otherwise.
+        Use it for natural completion; leaving the block stops whatever is
+        still running. In the main thread it waits in short slices, so
+        signal handlers run.
+
+        Args:
+            timeout: Seconds to wait at most; None waits for ever.
+
+        Returns:
+            True once all workers have ended, False if `timeout` passed
+            first (the workers keep running).
+
+        Raises:
+            BaseException: The exception a worker failed with (the first
+                one); several failures as a `BaseExceptionGroup`. Each error
+                is raised once, by `join` or by leaving the block.
+            Stopped: The scope was stopped from above (a signal, an
+                enclosing scope), after its ladder has run.
+            ValueError: `timeout` is negative, NaN or infinite.
+
+        Example:
+            ```python
+            with quiesce.Scope() as scope:
+                for item in items:
+                    scope.thread(handle, item)
+                if not scope.join(timeout=60):
+                    print("too slow; leaving the block stops them")
+            ```
         """
         timeout = _validate.seconds("timeout", timeout, allow_none=True)
         with self._changed:
@@ -153,13 +390,47 @@ class Scope:
         return True
 
     def stop(self, reason: str | None = None) -> None:
-        """Start the ladder on every worker; returns at once (``join`` waits)."""
+        """Start the ladder on every worker; returns at once (`join` waits).
+
+        Safe to call from a worker of this very scope, from a signal
+        handler's helper, or twice. After it, the scope takes no new work.
+
+        Args:
+            reason: The stop reason the workers' tokens carry; by default
+                `"scope 'NAME' stopped"`.
+
+        Example:
+            ```python
+            def watchdog(scope):
+                if disk_full():
+                    scope.stop("disk full")     # every sibling gets the ladder
+
+            with quiesce.Scope() as scope:
+                scope.thread(watchdog, scope)
+                ...
+            ```
+        """
         with self._lock:
             self._origin = self._origin or "self"
         self._token.stop(reason or f"scope {self.name!r} stopped")
 
     def report(self) -> list[WorkerReport]:
-        """For each worker: how it ended and how long it took to stop."""
+        """How each worker ended and how long it took to stop, in start order.
+
+        Call it after the block (or `join`) to see what the ladder had to
+        do; a worker still running reports `ended_by=None`.
+
+        Returns:
+            One `WorkerReport` per worker (pools count as one worker).
+
+        Example:
+            ```python
+            for line in scope.report():
+                print(line)
+            # job/crunch-1 [process]: terminated in 504 ms exit 0
+            # job/poll-2 [thread]: stopped in 0 ms
+            ```
+        """
         return [w.report() for w in self.workers]
 
     def __enter__(self) -> Scope:

@@ -37,7 +37,18 @@ _UNCATCHABLE = {signal.SIGKILL, signal.SIGSTOP}
 
 @final
 class SignalHandling:
-    """The installed handlers: a context manager that restores the previous ones."""
+    """Signal handlers installed by `handle_signals`; a context manager that restores the old ones.
+
+    Returned by `handle_signals`; not meant to be constructed directly.
+
+    Example:
+        ```python
+        with quiesce.handle_signals() as handling:
+            run_the_job()
+        if handling.received:
+            print("ended by", handling.received[0].name)
+        ```
+    """
 
     def __init__(self, signals: Iterable[object], force_after: int,
                  interrupt_main: Callable[[], bool] | None = None) -> None:
@@ -52,14 +63,23 @@ class SignalHandling:
 
     @property
     def received(self) -> list[signal.Signals]:
-        """The signals received so far, in order."""
+        """The signals received so far, in order (a copy)."""
         return list(self._received)
 
     @property
     def first_signal(self) -> signal.Signals | None:
+        """The first signal received (the one that stopped the root token), or None."""
         return self._received[0] if self._received else None
 
     def install(self) -> SignalHandling:
+        """Install the handlers (`handle_signals` already did).
+
+        Returns:
+            This object.
+
+        Raises:
+            RuntimeError: Called off the main thread, or already installed.
+        """
         if threading.current_thread() is not threading.main_thread():
             raise RuntimeError(
                 "quiesce.handle_signals() must be called from the main thread (Python runs "
@@ -76,7 +96,11 @@ class SignalHandling:
         return self
 
     def restore(self) -> None:
-        """Put back the handlers that were there before (idempotent)."""
+        """Put back the handlers that were there before (idempotent).
+
+        Leaving the `with` block calls it. The root token stays stopped if a
+        signal stopped it.
+        """
         if not self._installed:
             return
         for sig, previous in self._previous.items():
@@ -107,7 +131,47 @@ class SignalHandling:
 
 def handle_signals(signals: Iterable[object] = (signal.SIGINT, signal.SIGTERM), *,
                    force_after: int = 1) -> SignalHandling:
-    """Turn stop signals into a graceful shutdown; use as a call or a context manager."""
+    """Turn stop signals into a graceful shutdown; use as a call or a context manager.
+
+    The first of `signals` stops the process's root token, the ancestor of
+    every scope's token made outside another scope: every scope runs its
+    ladder, and code waiting in `quiesce.sleep` / `token.wait` or polling
+    `quiesce.stopped()` sees the stop at once. After `force_after` more
+    signals, every live scope skips what remains of its grace and kill_after
+    (a user pressing Ctrl-C twice). The handlers are restored on leaving the
+    `with` block, or by `restore()`.
+
+    Unlike the default SIGTERM action, nothing dies on the spot: `finally`
+    blocks, `atexit` and buffered output all run. `quiesce.run` calls this
+    for you and also exits with the conventional status.
+
+    Args:
+        signals: Signals to handle: `signal.Signals`, numbers or names
+            (`"TERM"`, `"SIGINT"`).
+        force_after: How many signals after the first one end the grace of
+            every scope; an int >= 1.
+
+    Returns:
+        The installed handlers (a context manager).
+
+    Raises:
+        RuntimeError: Not called from the main thread (Python runs signal
+            handlers only there), or these handlers are already installed.
+        ValueError: An unknown signal name or number, SIGKILL or SIGSTOP (they
+            cannot be caught), no signal at all, or `force_after` < 1.
+        TypeError: A signal of the wrong type.
+
+    Example:
+        ```python
+        import quiesce
+
+        with quiesce.handle_signals():           # SIGINT, SIGTERM
+            with quiesce.Scope(grace=10) as scope:
+                scope.process(serve)
+                scope.join()                      # SIGTERM: the ladder runs,
+                                                  # then join raises Stopped
+        ```
+    """
     return SignalHandling(signals, force_after).install()
 
 

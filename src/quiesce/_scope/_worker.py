@@ -55,7 +55,33 @@ class Owner(Protocol):
 
 @dataclasses.dataclass(frozen=True)
 class WorkerReport:
-    """How one worker ended; ``stop_ms`` is how long it took after the stop request."""
+    """How one worker ended: an entry of `Scope.report()`.
+
+    Its `str()` is one readable line, e.g.
+    `job/crunch-1 [process]: terminated in 504 ms exit 0`.
+
+    Attributes:
+        name: The worker's name (`SCOPE/TARGET-N`).
+        kind: `"thread"`, `"process"`, `"subprocess"` or `"pool"`.
+        ended_by: `"finished"` (returned, never asked to stop), `"failed"`
+            (raised, or a process died), `"stopped"` (ended by itself after
+            its token was stopped), `"terminated"` (ended by the ladder's
+            SIGTERM, or `Stopped` raised in a thread), `"killed"` (SIGKILL),
+            `"abandoned"` (a thread still running after the ladder); None
+            while it runs. For a pool: the hardest ending any task needed.
+        stop_ms: Milliseconds from the stop request to the end; None if it
+            was never asked to stop or has not ended.
+        exitcode: A process's exit status (negative: killed by that signal);
+            None for threads and pools.
+        error: The exception it failed with, or None.
+
+    Example:
+        ```python
+        hard = [r for r in scope.report() if r.ended_by in ("killed", "abandoned")]
+        for r in hard:
+            log.warning("%s ignored its stop for %.0f ms", r.name, r.stop_ms or 0)
+        ```
+    """
 
     name: str
     kind: str
@@ -76,7 +102,22 @@ class WorkerReport:
 
 
 class Worker:
-    """A thread, process or subprocess owned by a Scope."""
+    """A thread, process, subprocess or pool owned by a `Scope`.
+
+    Made by `Scope.thread`, `Scope.process`, `Scope.popen` (and, for pools,
+    `Scope.thread_pool` / `Scope.process_pool`, which return the pool);
+    never constructed directly. A popen worker also has `.popen`, its
+    `subprocess.Popen`.
+
+    Example:
+        ```python
+        with quiesce.Scope() as scope:
+            worker = scope.process(square, 42)   # def square(x): return x * x
+            worker.join(timeout=10)
+        print(worker.ended_by, worker.exitcode, worker.result)
+        # finished 0 1764
+        ```
+    """
 
     kind = "worker"
 
@@ -97,14 +138,21 @@ class Worker:
     # -- public -----------------------------------------------------------
     @property
     def name(self) -> str:
+        """`SCOPE/TARGET-N`: the scope's name, the target's (or command's) name, a number."""
         return self._name
 
     @property
     def token(self) -> StopToken:
+        """The worker's own token, a child of its scope's."""
         return self._token
 
     @property
     def alive(self) -> bool:
+        """True until the worker has ended (for a process: until it is reaped).
+
+        An abandoned thread still counts as alive, though its scope no longer
+        waits for it.
+        """
         return not self._done.is_set()
 
     @property
@@ -119,6 +167,10 @@ class Worker:
 
     @property
     def exitcode(self) -> int | None:
+        """A process's exit status once reaped: negative N if killed by signal N.
+
+        None for threads, and while the process runs.
+        """
         return None
 
     @property
@@ -127,14 +179,43 @@ class Worker:
         return self._ended_by
 
     def join(self, timeout: float | None = None) -> bool:
-        """Wait until the worker has ended; False if ``timeout`` passed first."""
+        """Wait until the worker has ended.
+
+        Does not raise the worker's exception (see `exception`, or
+        `Scope.join`).
+
+        Args:
+            timeout: Seconds to wait at most; None waits for ever.
+
+        Returns:
+            True if it has ended, False if `timeout` passed first.
+
+        Raises:
+            ValueError: `timeout` is negative, NaN or infinite.
+        """
         return in_slices(self._done.wait, _validate.seconds("timeout", timeout, allow_none=True))
 
     def stop(self, reason: str | None = None) -> None:
-        """Stop this worker alone by the ladder, in the background; ``join`` to wait."""
+        """Stop this worker alone by the ladder, in the background; `join` to wait.
+
+        Its token is stopped at once; the rest of the ladder (SIGTERM after
+        the scope's grace, SIGKILL after kill_after) follows in a helper
+        thread. Its siblings keep running.
+
+        Args:
+            reason: The reason its token carries.
+
+        Example:
+            ```python
+            slow = scope.thread(fetch, url)
+            if not slow.join(timeout=30):
+                slow.stop("took more than 30 s")
+            ```
+        """
         self._owner.stop_worker(self, reason)
 
     def report(self) -> WorkerReport:
+        """How this worker ended so far (its line of `Scope.report()`)."""
         stop_ms = None
         if self._stop_requested_at is not None and self._ended_at is not None:
             stop_ms = max(0.0, (self._ended_at - self._stop_requested_at) * 1000.0)
