@@ -45,7 +45,7 @@ import weakref
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, final
 
-from quiesce._core import _deadline_timer, _validate
+from quiesce._core import _validate
 from quiesce._core._context import _current, current_token
 from quiesce._core._errors import Stopped
 from quiesce._core._token import StopHandle, StopToken
@@ -78,8 +78,8 @@ class CancelScope:
             turned into ``TimeoutError``) a ``Stopped`` of its own.
     """
 
-    __slots__ = ("_cancel_called", "_caught", "_deadline", "_entry", "_expired", "_fail",
-                 "_link", "_parent", "_reset", "_state", "_task", "_task_cancel_asked",
+    __slots__ = ("__weakref__", "_cancel_called", "_caught", "_deadline", "_expired",
+                 "_fail", "_link", "_parent", "_reset", "_state", "_task", "_task_cancel_asked",
                  "_task_link", "_token", "_what")
 
     def __init__(self, deadline: float | None, *, fail: bool, what: str) -> None:
@@ -93,7 +93,6 @@ class CancelScope:
         self._token: StopToken | None = None
         self._parent: StopToken | None = None
         self._link: StopHandle | None = None
-        self._entry: _deadline_timer.Entry | None = None
         self._reset: contextvars.Token[StopToken | None] | None = None
         self._task: asyncio.Task[Any] | None = None
         self._task_link: StopHandle | None = None

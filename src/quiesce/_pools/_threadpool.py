@@ -179,7 +179,7 @@ class ThreadPool(Pool):
         task.args = task.kwargs = None  # type: ignore[assignment]
         task.started = time.monotonic()
         self._running[future] = task  # one dict op: atomic under the GIL, no lock needed
-        if task.timeout is not None:
+        if task.timeout is not None or task.deadline is not None:
             self._arm_timeout(task)
         wants = self._wants_token.get(fn)
         if wants is None:
