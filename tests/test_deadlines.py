@@ -16,6 +16,7 @@ import multiprocessing
 import os
 import pickle
 import selectors
+import signal
 import subprocess
 import sys
 import threading
@@ -371,6 +372,7 @@ def test_threads_of_a_scope_opened_in_the_block_stop_at_its_deadline() -> None:
     started = time.monotonic()
     with quiesce.move_on_after(0.3) as cs, quiesce.Scope(grace=5) as scope:
         worker = scope.thread(lambda: quiesce.sleep(30))
+        assert worker.token.deadline == cs.deadline
         scope.join()
     assert cs.cancelled_caught and worker.ended_by == "stopped"
     assert _elapsed(started) < 0.3 + SLACK
@@ -549,3 +551,40 @@ def test_expiry_is_prompt() -> None:
         lateness.append(time.monotonic() - cs.deadline)
     lateness.sort()
     assert lateness[len(lateness) // 2] < 0.05, lateness  # the median; the worst is noise
+
+
+_SIGNAL_PROGRAM = """
+import sys, quiesce
+
+def main():
+    with quiesce.move_on_after(float(sys.argv[1])) as cs:
+        print("ready", flush=True)
+        quiesce.sleep(30)
+    print("moved on", cs.cancelled_caught, flush=True)
+    return 0
+
+quiesce.run(main)
+"""
+
+
+@pytest.mark.parametrize("seconds", ["30", "0.3"])
+def test_a_real_sigterm_goes_through_a_block_its_own_deadline_does_not(seconds: str) -> None:
+    proc = subprocess.Popen([sys.executable, "-c", _SIGNAL_PROGRAM, seconds],
+                            stdout=subprocess.PIPE, text=True)
+    try:
+        assert proc.stdout is not None
+        assert proc.stdout.readline() == "ready\n"
+        started = time.monotonic()
+        if seconds == "30":
+            proc.send_signal(signal.SIGTERM)  # a stop from above: never swallowed
+        out, _ = proc.communicate(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    limit = SLACK if seconds == "30" else 0.3 + SLACK
+    assert _elapsed(started) < limit
+    if seconds == "30":
+        assert proc.returncode == -signal.SIGTERM and "moved on" not in out
+    else:  # the negative control: the block's own deadline is swallowed
+        assert proc.returncode == 0 and out == "moved on True\n"

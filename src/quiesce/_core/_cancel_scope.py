@@ -142,20 +142,24 @@ class CancelScope:
         own = self._deadline
         reason = f"{self._what}: deadline passed"
         if own is not None and own <= time.monotonic():
-            token._deadline = own
+            above = parent._deadline
+            token._deadline = own if above is None else min(own, above)
             token.stop(reason)  # a deadline already past expires at once, not a tick later
         else:
             token._set_deadline(parent._deadline, own, reason)
-        if self._cancel_called:
-            token.stop(f"{self._what}: cancelled")
         self._reset = _current.set(token)
         self._state = _OPEN
+        if self._cancel_called:  # after _OPEN: a cancel() racing with us is never lost
+            token.stop(f"{self._what}: cancelled")
         return self
 
     def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
                  tb: TracebackType | None) -> bool:
         self._close()
-        return self._judge(exc)
+        try:
+            return self._judge(exc)
+        finally:
+            self._token = None  # its fds (if fileno() was asked) go now, not with `cs`
 
     async def __aenter__(self) -> CancelScope:
         import asyncio
@@ -185,12 +189,12 @@ class CancelScope:
         if task_link is not None:
             task_link.cancel()
         self._close()
+        token, self._token = self._token, None
         task, self._task = self._task, None
         if self._task_cancel_asked and task is not None:
             self._task_cancel_asked = False
             if task.uncancel() == 0 and isinstance(exc, asyncio.CancelledError):
                 # Our own cancellation, nobody else's: it stands for a stop.
-                token = self._token
                 stop = Stopped(token.reason if token is not None else None)
                 if self._judge(stop):
                     return True
