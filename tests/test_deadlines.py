@@ -457,6 +457,9 @@ def test_a_thread_pool_task_submitted_in_the_block_stops_at_its_deadline() -> No
         assert cs.cancelled_caught and _elapsed(started) < 0.3 + SLACK
         assert isinstance(future.exception(), quiesce.Stopped)
         assert pool.submit(sleep_on_token, 0).result(30) == "slept"  # outside: no deadline
+        assert pool.submit(task_deadline).result(30) is None
+        with quiesce.move_on_after(30) as cs:
+            assert pool.submit(task_deadline).result(30) == cs.deadline
 
 
 def test_a_process_pool_task_submitted_in_the_block_is_ended_at_its_deadline() -> None:
@@ -467,6 +470,8 @@ def test_a_process_pool_task_submitted_in_the_block_is_ended_at_its_deadline() -
             pool.submit(ignore_stops_forever).result(60)
         assert _elapsed(started) < 0.3 + SLACK
         assert pool.submit(task_deadline).result(60) is None  # the pool serves on
+        with quiesce.move_on_after(30) as cs:  # the task's token has the absolute deadline
+            assert pool.submit(task_deadline).result(60) == cs.deadline
 
 
 # -- async with -----------------------------------------------------------------------------

@@ -45,7 +45,7 @@ import weakref
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, final
 
-from quiesce._core import _validate
+from quiesce._core import _deadline_timer, _validate
 from quiesce._core._context import _current, current_token
 from quiesce._core._errors import Stopped
 from quiesce._core._token import StopHandle, StopToken
@@ -78,14 +78,15 @@ class CancelScope:
             turned into ``TimeoutError``) a ``Stopped`` of its own.
     """
 
-    __slots__ = ("__weakref__", "_cancel_called", "_caught", "_deadline", "_expired",
-                 "_fail", "_link", "_parent", "_reset", "_state", "_task", "_task_cancel_asked",
-                 "_task_link", "_token", "_what")
+    __slots__ = ("__weakref__", "_arg", "_cancel_called", "_caught", "_deadline", "_entry",
+                 "_expired", "_fail", "_link", "_name", "_parent", "_reset", "_state", "_task",
+                 "_task_cancel_asked", "_task_link", "_token")
 
-    def __init__(self, deadline: float | None, *, fail: bool, what: str) -> None:
+    def __init__(self, deadline: float | None, *, fail: bool, name: str, arg: object) -> None:
         self._deadline = deadline
         self._fail = fail
-        self._what = what
+        self._name, self._arg = name, arg  # formatted only when needed (a hot path)
+        self._entry: _deadline_timer.Entry | None = None
         self._state = _NEW
         self._cancel_called = False
         self._caught = False
@@ -123,34 +124,39 @@ class CancelScope:
         self._cancel_called = True
         token = self._token
         if token is not None and self._state == _OPEN:
-            token.stop(f"{self._what}: cancelled")
+            token.stop(f"{self._what()}: cancelled")
+
+    def _what(self) -> str:
+        return f"{self._name}({self._arg!r})"
 
     def __repr__(self) -> str:
         state = ("expired" if self.expired else "not expired") if self._state else "not entered"
-        return f"<CancelScope {self._what} {state}>"
+        return f"<CancelScope {self._what()} {state}>"
 
     # -- the block -------------------------------------------------------------------
     def __enter__(self) -> CancelScope:
         if self._state != _NEW:
-            raise RuntimeError(f"{self._what}: a deadline block can be entered only once")
+            raise RuntimeError(f"{self._what()}: a deadline block can be entered only once")
         parent = current_token()
         token = StopToken._local()
         self._parent, self._token = parent, token
         # The parent first: if it is already stopped, its reason is the one kept.
         self._link = parent.on_stop(functools.partial(_propagate, weakref.ref(token),
                                                       parent._core))
-        own = self._deadline
-        reason = f"{self._what}: deadline passed"
-        if own is not None and own <= time.monotonic():
-            above = parent._deadline
-            token._deadline = own if above is None else min(own, above)
-            token.stop(reason)  # a deadline already past expires at once, not a tick later
-        else:
-            token._set_deadline(parent._deadline, own, reason)
+        own, above = self._deadline, parent._deadline
+        if own is not None and (above is None or own < above):
+            token._deadline = own
+            if own <= time.monotonic():  # already past: expires at once, not a tick later
+                token.stop(f"{self._what()}: deadline passed")
+            else:  # held weakly: a block never kept alive by its pending deadline
+                self._entry = _deadline_timer.call_at(
+                    own, functools.partial(_expire, weakref.ref(self)), fork_safe=True)
+        else:  # the parent's deadline comes first: its stop reaches us through the link
+            token._deadline = above
         self._reset = _current.set(token)
         self._state = _OPEN
         if self._cancel_called:  # after _OPEN: a cancel() racing with us is never lost
-            token.stop(f"{self._what}: cancelled")
+            token.stop(f"{self._what()}: cancelled")
         return self
 
     def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
@@ -208,7 +214,7 @@ class CancelScope:
 
     def _close(self) -> None:
         if self._state != _OPEN:
-            raise RuntimeError(f"{self._what}: leaving a deadline block that is not open")
+            raise RuntimeError(f"{self._what()}: leaving a deadline block that is not open")
         self._state = _CLOSED
         reset, self._reset = self._reset, None
         if reset is not None:
@@ -219,9 +225,9 @@ class CancelScope:
         link, self._link = self._link, None
         if link is not None:
             link.cancel()
-        token = self._token
-        if token is not None and token._expiry is not None:
-            token._expiry.cancel()
+        entry, self._entry = self._entry, None
+        if entry is not None:
+            entry.cancel()
         self._expired = self._own_cause(time.monotonic())
 
     def _judge(self, exc: BaseException | None) -> bool:
@@ -237,8 +243,16 @@ class CancelScope:
             return False  # an outer deadline passed too: the outer block swallows it
         self._caught = True
         if self._fail:
-            raise TimeoutError(f"{self._what}: deadline passed") from exc
+            raise TimeoutError(f"{self._what()}: deadline passed") from exc
         return True
+
+
+def _expire(ref: weakref.ref[CancelScope]) -> None:
+    """On the timer thread, at the block's own deadline."""
+    scope = ref()
+    token = scope._token if scope is not None and scope._state == _OPEN else None
+    if token is not None and scope is not None:
+        token.stop(f"{scope._what()}: deadline passed")
 
 
 def _cancel_task(ref: weakref.ref[CancelScope]) -> None:
@@ -256,12 +270,12 @@ def _cancel_task(ref: weakref.ref[CancelScope]) -> None:
 def _relative(name: str, seconds: object, fail: bool, what: str) -> CancelScope:
     limit = _validate.limit_seconds(name, seconds)
     deadline = None if limit is None else time.monotonic() + limit
-    return CancelScope(deadline, fail=fail, what=f"{what}({seconds!r})")
+    return CancelScope(deadline, fail=fail, name=what, arg=seconds)
 
 
 def _absolute(name: str, deadline: object, fail: bool, what: str) -> CancelScope:
     at = _validate.deadline_time(name, deadline, time.monotonic())
-    return CancelScope(at, fail=fail, what=f"{what}({deadline!r})")
+    return CancelScope(at, fail=fail, name=what, arg=deadline)
 
 
 def move_on_after(seconds: float) -> CancelScope:

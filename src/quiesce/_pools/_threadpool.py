@@ -174,6 +174,7 @@ class ThreadPool(Pool):
             return
         token = worker.token or StopToken._local()
         worker.token = task.token = token
+        token._deadline = task.deadline  # submitted in a deadline block (the future ends then)
         worker.task, task.worker = task, worker
         fn, args, kwargs = task.fn, task.args, task.kwargs
         task.args = task.kwargs = None  # type: ignore[assignment]
