@@ -407,6 +407,33 @@ def test_a_child_process_gets_the_absolute_deadline(method: str) -> None:
     assert cs.cancelled_caught  # scope.join raised the block's Stopped; the block swallowed it
 
 
+def test_a_block_continued_in_a_forked_child_still_ends_at_its_deadline() -> None:
+    # The block's token is local: only the child's own timer (re-armed after
+    # fork) can stop the child's copy of it.
+    with quiesce.move_on_after(0.3) as cs:
+        pid = os.fork()
+        if pid == 0:  # pragma: no cover - the child
+            code = 3
+            try:
+                quiesce.sleep(10)
+            except quiesce.Stopped:
+                code = 0 if cs.deadline is not None and time.monotonic() >= cs.deadline else 4
+            finally:
+                os._exit(code)
+        started = time.monotonic()
+        quiesce.sleep(10)
+    while True:
+        done, status = os.waitpid(pid, os.WNOHANG)
+        if done or _elapsed(started) > 10 + SLACK:
+            break
+        time.sleep(0.01)
+    if not done:
+        os.kill(pid, signal.SIGKILL)
+        os.waitpid(pid, 0)
+    assert done and os.waitstatus_to_exitcode(status) == 0
+    assert _elapsed(started) < 0.3 + SLACK
+
+
 def test_a_pickled_token_carries_its_deadline() -> None:
     token = quiesce.StopToken().child(timeout=30)
     ctx = multiprocessing.get_context("spawn")
