@@ -236,7 +236,7 @@ class CancelScope:
             return False
         parent = self._parent
         assert parent is not None
-        if parent.stopped:
+        if parent.stopped or parent._core.is_set():  # the shared state: maybe another process
             return False  # a stop from above: the block that owns it decides
         above = parent._deadline
         if above is not None and time.monotonic() >= above:
