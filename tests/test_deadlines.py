@@ -243,6 +243,7 @@ def test_token_child_timeout_deadline_and_remaining() -> None:
     assert sooner.wait(SLACK) and not child.stopped  # its own deadline, not the parent's
     assert later.wait(SLACK) and child.stopped and not root.stopped
     assert child.remaining() == 0.0 and later.reason == "deadline passed"
+    assert root.child(timeout=0).stopped  # at once
     assert root.child(timeout=math.inf).deadline is None
     assert root.child(timeout=1e300).deadline is None  # huge: no deadline, no overflow
 

@@ -217,7 +217,10 @@ class StopToken:
         """Inherit ``parent``'s deadline; arm the timer for ``own`` only if it is earlier."""
         if own is not None and (parent is None or own < parent):
             self._deadline = own
-            self._expiry = _arm_expiry(self, own, reason)
+            if own <= time.monotonic():
+                self.stop(reason)  # already past: stopped at once, not a timer tick later
+            else:
+                self._expiry = _arm_expiry(self, own, reason)
         else:
             self._deadline = parent
 
