@@ -76,6 +76,16 @@ class CancelScope:
             was called (frozen when the block ends).
         cancelled_caught: True if the block swallowed (or, for ``fail_*``,
             turned into ``TimeoutError``) a ``Stopped`` of its own.
+
+    Made by the four functions, not directly; enter it once, with ``with``
+    or ``async with``. Leaving a block that is not open raises RuntimeError.
+
+    Example::
+
+        with quiesce.move_on_after(10) as cs:
+            threading.Timer(1.0, cs.cancel).start()  # or end it early by hand
+            quiesce.sleep(60)
+        assert cs.cancelled_caught
     """
 
     __slots__ = ("__weakref__", "_arg", "_cancel_called", "_caught", "_deadline", "_entry",

@@ -42,6 +42,15 @@ class Shield:
         held_back: True if a stop from above arrived while the block ran
             (delivered inside after ``seconds``, or left for the code after
             the block).
+
+    Made by ``quiesce.shield(seconds)``; enter it once.
+
+    Example::
+
+        with quiesce.shield(2.0) as sh:
+            flush()
+        if sh.held_back:
+            log.info("stopping after the flush")
     """
 
     __slots__ = ("__weakref__", "_entry", "_hold", "_link", "_open", "_parent", "_reset",
