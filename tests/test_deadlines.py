@@ -545,6 +545,28 @@ def test_async_nested_outer_deadline_goes_to_the_outer_block() -> None:
     assert asyncio.run(main()) == (True, False, False)
 
 
+def test_async_block_lets_a_stop_from_above_out_as_stopped() -> None:
+    outcome: list[BaseException] = []
+
+    async def amain() -> None:
+        async with quiesce.move_on_after(30):
+            await asyncio.sleep(30)  # cancelled when the scope's stop reaches the block
+
+    def work() -> None:
+        try:
+            asyncio.run(amain())
+        except BaseException as exc:
+            outcome.append(exc)
+            raise
+
+    with quiesce.Scope() as scope:
+        worker = scope.thread(work)
+        time.sleep(0.1)
+        scope.stop("from above")
+    assert len(outcome) == 1 and type(outcome[0]) is quiesce.Stopped
+    assert outcome[0].reason == "from above" and worker.ended_by == "stopped"
+
+
 # -- no leaks -------------------------------------------------------------------------------
 
 def _fds() -> int:
