@@ -75,7 +75,6 @@ class TaskFuture(Future[T]):
             stop(self, "timed out")
         return True
 
-
     def deadline_passed(self) -> bool:
         """The deadline block the task was submitted in ended: ``Stopped``, then the ladder.
 
