@@ -81,6 +81,19 @@ def using(token: StopToken) -> Iterator[StopToken]:
         _current.reset(reset)
 
 
+def caller_deadline(token: StopToken) -> float | None:
+    """The current token's deadline if it comes before ``token``'s, else None.
+
+    For work started inside a deadline block but owned by something made
+    outside it (a scope's worker, a pool task): it must end at the block's
+    deadline too, by its owner's ladder.
+    """
+    deadline = current_token().deadline
+    if deadline is None or (token.deadline is not None and token.deadline <= deadline):
+        return None
+    return deadline
+
+
 def sleep(seconds: float) -> None:
     """Sleep `seconds`, or raise `Stopped` as soon as `current_token()` is stopped.
 

@@ -26,11 +26,12 @@ import logging
 import os
 import selectors
 import threading
+import time
 import weakref
 from collections.abc import Callable
 from typing import Any, final
 
-from quiesce._core import _validate
+from quiesce._core import _deadline_timer, _validate
 from quiesce._core._errors import Stopped
 from quiesce._core._main_wait import in_slices
 from quiesce._core._token_core import LocalCore, SharedCore
@@ -125,6 +126,8 @@ class StopToken:
         "_callbacks": None,
         "_core": None,
         "_crossed": None,
+        "_deadline": None,
+        "_expiry": None,
         "_fired": None,
         "_lock": None,
         "_watched": None,
@@ -167,6 +170,8 @@ class StopToken:
         self._crossed = False
         if core.shared:
             _shared_tokens.add(self)
+        self._deadline: float | None = None  # time.monotonic(); the earliest along the chain
+        self._expiry: _deadline_timer.Entry | None = None  # our own deadline's timer entry
 
     # -- the request -------------------------------------------------------
     def stop(self, reason: str | None = None) -> None:
@@ -312,29 +317,78 @@ class StopToken:
         _run_callback(callback)
         return StopHandle(self, key)
 
-    def child(self) -> StopToken:
+    def child(self, timeout: float | None = None) -> StopToken:
         """A new token that stops when this one stops (never the reverse).
 
         Stopping the child leaves this token running: use it to stop one part
         of a program alone. The link is dropped when the child is collected.
 
+        Args:
+            timeout: seconds (>= 0) after which the child also stops on its own,
+                with the reason ``"deadline passed"``. ``None``, ``inf`` or a
+                huge value: no deadline of its own. The child's ``deadline`` is
+                the earliest of its own and this token's.
+
         Returns:
             A new, running `StopToken` (already stopped if this one is).
+
+        Raises:
+            TypeError: ``timeout`` is not a number (or is a bool).
+            ValueError: ``timeout`` is negative or NaN.
 
         Example:
             ```python
             job = quiesce.StopToken()
-            download = job.child()
+            download = job.child(timeout=5.0)   # stops with job, or after 5 s
             download.stop()             # job.stopped is still False
             job.stop()                  # would also have stopped download
             ```
         """
-        return self._child(StopToken())
+        deadline = None
+        if timeout is not None:
+            limit = _validate.limit_seconds("timeout", timeout)
+            if limit is not None:
+                deadline = time.monotonic() + limit
+        return self._child(StopToken(), deadline)
 
     def _child_local(self) -> StopToken:
         return self._child(StopToken._local())
 
-    def _child(self, child: StopToken) -> StopToken:
+    @property
+    def deadline(self) -> float | None:
+        """When this token stops on its own, in ``time.monotonic()`` seconds, or None.
+
+        The earliest deadline along the chain of parents (``child(timeout=)``,
+        ``quiesce.move_on_after`` blocks); it travels with the token to child
+        processes, where ``time.monotonic()`` is the same clock (Linux).
+        """
+        return self._deadline
+
+    def remaining(self) -> float | None:
+        """Seconds left until ``deadline`` (0.0 once passed), or None without a deadline.
+
+        Example::
+
+            budget = token.remaining()
+            sock.settimeout(None if budget is None else max(budget, 0.001))
+        """
+        deadline = self._deadline
+        return None if deadline is None else max(0.0, deadline - time.monotonic())
+
+    def _set_deadline(self, parent: float | None, own: float | None,
+                      reason: str = "deadline passed") -> None:
+        """Inherit ``parent``'s deadline; arm the timer for ``own`` only if it is earlier."""
+        if own is not None and (parent is None or own < parent):
+            self._deadline = own
+            if own <= time.monotonic():
+                self.stop(reason)  # already past: stopped at once, not a timer tick later
+            else:
+                self._expiry = _arm_expiry(self, own, reason)
+        else:
+            self._deadline = parent
+
+    def _child(self, child: StopToken, deadline: float | None = None) -> StopToken:
+        child._set_deadline(self._deadline, deadline)
         # The parent holds the child weakly and neither holds itself, so no
         # reference cycle delays closing a token's fds until a gc pass.
         child_ref = weakref.ref(child)
@@ -386,7 +440,9 @@ class StopToken:
         return self._core.shared
 
     def __reduce__(self) -> tuple[Any, ...]:
-        reduced = (_rebuild_token, (self._core.reduce(),))
+        # The absolute deadline goes along: the other process keeps it on its own
+        # timer too (CLOCK_MONOTONIC is machine-wide on Linux).
+        reduced = (_rebuild_token, (self._core.reduce(), self._deadline))
         self._cross()
         return reduced
 
@@ -396,12 +452,33 @@ class StopToken:
         return f"<StopToken{kind} {state}>"
 
 
-def _rebuild_token(core_args: tuple[Any, ...]) -> StopToken:
+def _rebuild_token(core_args: tuple[Any, ...], deadline: float | None = None) -> StopToken:
     rebuild, args = core_args
     token = StopToken.__new__(StopToken)
     token._setup(rebuild(*args))
     token._cross()
+    if deadline is not None:
+        token._set_deadline(None, deadline)
     return token
+
+
+def _arm_expiry(token: StopToken, deadline: float, reason: str) -> _deadline_timer.Entry:
+    """Stop ``token`` at ``deadline`` on the shared timer, holding it weakly.
+
+    The entry is cancelled when the token is collected, so a token dropped
+    early leaves nothing behind until its deadline.
+    """
+    cell: list[_deadline_timer.Entry] = []
+    ref = weakref.ref(token, lambda _: cell[0].cancel() if cell else None)
+
+    def expire() -> None:
+        target = ref()
+        if target is not None:
+            target.stop(reason)
+
+    entry = _deadline_timer.call_at(deadline, expire, fork_safe=True)
+    cell.append(entry)
+    return entry
 
 
 def _run_callback(callback: Callable[[], object]) -> None:

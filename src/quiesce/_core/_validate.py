@@ -30,6 +30,33 @@ def required_seconds(name: str, value: object) -> float:
     return result
 
 
+# A limit further away than this (~31 years) is "no limit": a deadline that far
+# would only risk overflowing a wait (Condition.wait refuses > TIMEOUT_MAX).
+FOREVER = 1e9
+
+
+def limit_seconds(name: str, value: object) -> float | None:
+    """A relative time limit: seconds >= 0; ``inf`` or a huge value means none (None)."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise TypeError(f"{name} must be a number of seconds, not {type(value).__name__}")
+    result = float(value)
+    if math.isnan(result):
+        raise ValueError(f"{name} must be a number of seconds >= 0, got NaN")
+    if result < 0:
+        raise ValueError(f"{name} must be >= 0 seconds, got {value!r}")
+    return None if result > FOREVER else result
+
+
+def deadline_time(name: str, value: object, now: float) -> float | None:
+    """An absolute ``time.monotonic()`` deadline; past is fine, ``inf``/far away is None."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise TypeError(f"{name} must be a time.monotonic() value, not {type(value).__name__}")
+    result = float(value)
+    if math.isnan(result):
+        raise ValueError(f"{name} must be a time.monotonic() value, got NaN")
+    return None if result - now > FOREVER else result
+
+
 def callable_target(name: str, value: object) -> Callable[..., Any]:
     if not callable(value):
         raise TypeError(f"{name} must be callable, got {type(value).__name__} {value!r}")

@@ -45,7 +45,8 @@ log = logging.getLogger("quiesce")
 class Task:
     """One submitted call and its future; ``started`` once a worker runs it."""
 
-    __slots__ = ("args", "fn", "future", "kwargs", "started", "timeout", "token", "worker")
+    __slots__ = ("args", "deadline", "fn", "future", "kwargs", "started", "timeout", "token",
+                 "worker")
 
     def __init__(self, fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any],
                  timeout: float | None) -> None:
@@ -54,6 +55,7 @@ class Task:
         self.started: float | None = None
         self.worker: Any = None
         self.token: Any = None  # the task's StopToken, once running
+        self.deadline = current_token().deadline  # submitted in a deadline block: ends then
 
     def describe(self) -> str:
         name = getattr(self.fn, "__qualname__", None) or repr(self.fn)
@@ -258,14 +260,17 @@ class Pool(Executor):
         task.started = time.monotonic()
         task.worker = worker
         self._running[task.future] = task  # one dict op: atomic under the GIL, no lock needed
-        if task.timeout is not None:
+        if task.timeout is not None or task.deadline is not None:
             self._arm_timeout(task)
         return True
 
     def _arm_timeout(self, task: Task) -> None:
-        assert task.started is not None and task.timeout is not None
+        assert task.started is not None
         limit = task.timeout
-        self._timer().call_at(task.started + limit, lambda: task.future.time_out(limit))
+        if limit is not None:
+            self._timer().call_at(task.started + limit, lambda: task.future.time_out(limit))
+        if task.deadline is not None:
+            self._timer().call_at(task.deadline, task.future.deadline_passed)
 
     def _end_task(self, task: Task) -> None:
         self._running.pop(task.future, None)

@@ -20,6 +20,7 @@ from concurrent.futures import Future, InvalidStateError
 from concurrent.futures._base import CANCELLED, CANCELLED_AND_NOTIFIED, FINISHED, RUNNING
 from typing import Any, TypeVar
 
+from quiesce._core._errors import Stopped
 from quiesce._core._main_wait import in_slices
 
 T = TypeVar("T")
@@ -72,6 +73,23 @@ class TaskFuture(Future[T]):
             return False
         if stop is not None:
             stop(self, "timed out")
+        return True
+
+    def deadline_passed(self) -> bool:
+        """The deadline block the task was submitted in ended: ``Stopped``, then the ladder.
+
+        ``Stopped``, not ``TimeoutError``: waiting on the future inside that
+        block then ends the block as its own deadline would (swallowed by
+        ``move_on_*``, ``TimeoutError`` from ``fail_*``).
+        """
+        with self._condition:
+            if self._state != RUNNING:
+                return False
+            stop = self._stop_running
+        if not resolve(self, exception=Stopped("deadline passed")):
+            return False
+        if stop is not None:
+            stop(self, "deadline passed")
         return True
 
 

@@ -85,8 +85,9 @@ def _serve_one(tasks: Connection, pool_token: StopToken, current: _Current,
         return False  # the pool closed our pipe: shut down
     if not data:
         return False  # the pool says goodbye (EOF may never come: see say_goodbye)
-    task_id, payload = pickle.loads(data)
-    token = pool_token._child_local()
+    task_id, payload, deadline = pickle.loads(data)
+    # Submitted in a deadline block: the task's token stops here at that absolute time.
+    token = pool_token._child(StopToken._local(), deadline)
     current.begin(task_id, token)
     terminated[0] = False
     try:

@@ -339,7 +339,7 @@ class ProcessPool(Pool):
                 worker.task, worker.task_id = task, next(self._task_ids)
                 task.future._stop_running = self._stop_running
             try:
-                worker.tasks.send_bytes(pickle.dumps((worker.task_id, payload)))
+                worker.tasks.send_bytes(pickle.dumps((worker.task_id, payload, task.deadline)))
             except OSError:
                 pass  # it died: _bury will fail the task
 

@@ -224,12 +224,13 @@ class ThreadPool(Pool):
             return
         token = worker.token or StopToken._local()
         worker.token = task.token = token
+        token._deadline = task.deadline  # submitted in a deadline block (the future ends then)
         worker.task, task.worker = task, worker
         fn, args, kwargs = task.fn, task.args, task.kwargs
         task.args = task.kwargs = None  # type: ignore[assignment]
         task.started = time.monotonic()
         self._running[future] = task  # one dict op: atomic under the GIL, no lock needed
-        if task.timeout is not None:
+        if task.timeout is not None or task.deadline is not None:
             self._arm_timeout(task)
         wants = self._wants_token.get(fn)
         if wants is None:

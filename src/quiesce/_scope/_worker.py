@@ -17,7 +17,8 @@ from collections.abc import Callable
 from typing import Any, Protocol
 
 from quiesce._core import _validate
-from quiesce._core._context import using
+from quiesce._core._context import caller_deadline, using
+from quiesce._core._deadline_timer import call_at
 from quiesce._core._ended_by import EndedBy
 from quiesce._core._errors import Stopped
 from quiesce._core._main_wait import in_slices
@@ -134,6 +135,10 @@ class Worker:
         self._ladder_step = 0  # 1 token stopped, 2 terminated, 3 killed
         ref = weakref.ref(self)  # the token must not keep its worker alive
         token.on_stop(lambda: _note_stop_request(ref))
+        deadline = caller_deadline(token)  # started in a deadline block: ended at its deadline
+        if deadline is not None:
+            token._deadline = deadline  # travels with the token into a child process
+            call_at(deadline, lambda: _deadline_passed(ref))
 
     # -- public -----------------------------------------------------------
     @property
@@ -254,6 +259,12 @@ class Worker:
         self._ended_by, self._result, self._exception = ended_by, result, exception
         self._done.set()
         self._owner.worker_ended(self)
+
+
+def _deadline_passed(ref: weakref.ref[Worker]) -> None:
+    worker = ref()
+    if worker is not None and worker.alive:
+        worker.stop("deadline passed")
 
 
 def _note_stop_request(ref: weakref.ref[Worker]) -> None:
