@@ -6,7 +6,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 python3 -m venv .venv
 .venv/bin/python -m pip install --quiet --upgrade pip
-.venv/bin/python -m pip install --quiet -e '.[test,docs]'
+.venv/bin/python -m pip install --quiet -e '.[test,docs,dask]'
 .venv/bin/ruff check
 .venv/bin/mypy
 .venv/bin/lint-imports --no-cache
