@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import signal
 import threading
 import time
 import uuid
@@ -185,7 +186,7 @@ class Executor(Pool):
 
     def _hurry(self, sig: int) -> None:
         """A scope's later ladder steps (maybe early, after a second signal)."""
-        step = "kill" if sig == 9 else "terminate"
+        step = "kill" if sig == signal.SIGKILL else "terminate"
         threading.Thread(target=self._on_workers, args=(stop_runs, self._prefix,
                          "executor stopped", 0.0, step), daemon=True,
                          name=f"quiesce-dask-{step}").start()
