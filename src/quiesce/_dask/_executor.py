@@ -91,7 +91,7 @@ class Executor(Pool):
         kill_after: seconds after that before its worker is restarted.
 
     Raises:
-        TypeError: ``client`` is not a ``distributed.Client``.
+        TypeError: ``client`` is not a synchronous ``distributed.Client``.
         ValueError: a negative, NaN or infinite ``grace``/``kill_after``, or a
             ``task_timeout`` that is not > 0.
 
@@ -110,6 +110,9 @@ class Executor(Pool):
                  grace: float = 5.0, kill_after: float = 2.0) -> None:
         if not isinstance(client, distributed.Client):
             raise TypeError(f"client must be a distributed.Client, not {type(client).__name__}")
+        if client.asynchronous:
+            raise TypeError("client must be a synchronous distributed.Client "
+                            "(made with asynchronous=False, the default)")
         # The cluster, not this object, decides how many tasks run at once.
         super().__init__(1, task_timeout, grace, kill_after)
         self._client: Any = cast(Any, client)  # distributed's API is untyped

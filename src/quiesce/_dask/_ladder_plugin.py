@@ -184,6 +184,9 @@ class Ladder(WorkerPlugin):
         multiprocessing.current_process()._config["daemon"] = False  # type: ignore[attr-defined]
 
     def teardown(self, worker: Any) -> None:
+        status = getattr(getattr(worker, "status", None), "name", "")
+        if status not in ("closing", "closed", "closing_gracefully", "failed"):
+            return  # replaced by another registration: running tasks keep their ladder
         self._closing = True
         self._timer.close()
         with self._lock:
@@ -205,6 +208,8 @@ class Ladder(WorkerPlugin):
         spec = getattr(ts, "run_spec", None)
         if spec is None or getattr(spec, "is_coro", False):
             return
+        if isinstance(spec, _Guarded) and spec._plugin is not self:
+            return  # a second Ladder under another name: the first one runs the task
         with self._lock:
             self._runs[key] = _Run(key, self.grace, self.kill_after)
         if not isinstance(spec, _Guarded):
@@ -319,7 +324,8 @@ class Ladder(WorkerPlugin):
     # -- for the Executor, through client.run -----------------------------------------------
     def runs(self, prefix: str) -> list[_Run]:
         with self._lock:
-            return [r for k, r in self._runs.items() if isinstance(k, str) and k.startswith(prefix)]
+            return [r for k, r in self._runs.items()
+                    if isinstance(k, str) and k.startswith(prefix) and not r.killed]
 
 
 def _exit_later(seconds: float) -> None:
