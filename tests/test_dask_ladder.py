@@ -133,7 +133,9 @@ def test_scope_inside_a_task_ends_with_its_cancel(client: distributed.Client, cl
     assert not left
     dask_tasks.wait_for_file(tmp_path / "finally", MARGIN)
     [report] = events_for(client, future.key)
-    assert report["ended_by"] == "stopped"  # the scope's own ladder ended it within grace
+    # The scope's own ladder (grace 0.3 s) ends it, normally within the Ladder's grace;
+    # on a loaded machine Stopped may cut the scope's exit short, never a kill.
+    assert report["ended_by"] in ("stopped", "terminated"), report
     assert wait_for_workers(client, cluster) == pids
 
 
