@@ -93,6 +93,7 @@ class DistributedToken:
 
     @property
     def name(self) -> str:
+        """The token's name on the scheduler."""
         return self._name
 
     # -- the request -----------------------------------------------------------------------
@@ -111,11 +112,13 @@ class DistributedToken:
 
     @property
     def stopped(self) -> bool:
+        """Whether stopped (a memory read, fit for a hot loop, after the first call)."""
         local = self._local
         return (local if local is not None else self._token()).stopped
 
     @property
     def reason(self) -> str | None:
+        """The reason given to the first ``stop()``, once this process has seen it."""
         return self._token().reason
 
     def wait(self, timeout: float | None = None) -> bool:

@@ -172,6 +172,7 @@ class Ladder(WorkerPlugin):
 
     # -- the WorkerPlugin hooks (the worker's event loop) ------------------------------
     def setup(self, worker: Any) -> None:
+        """On each worker, at registration or start."""
         self._worker = worker
         self._lock = threading.Lock()
         self._runs: dict[Any, _Run] = {}
@@ -184,6 +185,7 @@ class Ladder(WorkerPlugin):
         multiprocessing.current_process()._config["daemon"] = False  # type: ignore[attr-defined]
 
     def teardown(self, worker: Any) -> None:
+        """On each worker, when it closes (or the plugin is replaced)."""
         status = getattr(getattr(worker, "status", None), "name", "")
         if status not in ("closing", "closed", "closing_gracefully", "failed"):
             return  # replaced by another registration: running tasks keep their ladder
@@ -195,6 +197,7 @@ class Ladder(WorkerPlugin):
             run.token.stop("dask worker closing")
 
     def transition(self, key: Any, start: str, finish: str, *args: Any, **kwargs: Any) -> None:
+        """On the worker's event loop, for each task state change it makes."""
         if finish == "executing":
             self._begin(key)
         elif finish == "released" and start in ("executing", "long-running"):
