@@ -24,6 +24,7 @@ import quiesce.dask
 
 import dask_tasks
 from dask_support import client, cluster, no_leaked_processes, wait_for_workers  # noqa: F401
+from procs import seconds_until_gone
 
 GRACE = 0.5
 KILL_AFTER = 0.5
@@ -129,3 +130,48 @@ def test_bad_durations(client: distributed.Client) -> None:
         quiesce.dask.Executor(client, task_timeout=0)
     with pytest.raises(ValueError, match="grace"):
         quiesce.dask.Executor(client, grace=-1)
+
+
+def test_shutdown_cancel_futures_cancels_only_what_waits(client: distributed.Client,
+                                                        tmp_path: Path) -> None:
+    ex = quiesce.dask.Executor(client, grace=GRACE, kill_after=KILL_AFTER)
+    running = [ex.submit(dask_tasks.napping, 1.5) for _ in range(2)]  # one per slot
+    time.sleep(0.5)  # both started (napping writes no handshake; 1.5 s leaves room)
+    queued = [ex.submit(dask_tasks.napping, 30) for _ in range(3)]
+    ex.shutdown(wait=True, cancel_futures=True)
+    assert [f.result(timeout=0) for f in running] == [1.5, 1.5]  # as the stdlib: ran on
+    assert all(f.cancelled() for f in queued)
+
+
+def test_stopped_from_the_token_current_where_it_was_made(client: distributed.Client,
+                                                         tmp_path: Path) -> None:
+    from quiesce._core._context import using
+
+    owner = quiesce.StopToken()
+    with using(owner):
+        ex = quiesce.dask.Executor(client, grace=GRACE, kill_after=KILL_AFTER)
+    future = ex.submit(dask_tasks.ignore_stop, str(tmp_path))
+    dask_tasks.wait_for_file(tmp_path / "started")
+    owner.stop("owner stopping")  # as handle_signals does on SIGTERM
+    assert "Stopped" in dask_tasks.wait_for_file(tmp_path / "finally", GRACE + MARGIN)
+    assert future.cancelled()
+    with pytest.raises(RuntimeError, match="stopped from above"):
+        ex.submit(dask_tasks.add, 1, 1)
+
+
+@pytest.mark.slow
+def test_stop_with_a_task_stuck_in_c_restarts_its_worker(client: distributed.Client,
+                                                        cluster: Any, tmp_path: Path) -> None:
+    before = wait_for_workers(client, cluster)
+    ex = quiesce.dask.Executor(client, grace=GRACE, kill_after=KILL_AFTER)
+    future = ex.submit(dask_tasks.stuck_in_c, str(tmp_path))
+    worker_pid = int(dask_tasks.wait_for_file(tmp_path / "started"))
+    started = time.monotonic()
+    ex.stop()
+    assert time.monotonic() - started < GRACE + KILL_AFTER + MARGIN
+    assert future.cancelled()
+    # stop() returns once the stuck worker left the cluster; its process exits
+    # within the plugin's 0.5 s close allowance.
+    assert not seconds_until_gone([worker_pid], MARGIN)[1]
+    after = wait_for_workers(client, cluster)
+    assert worker_pid in before and worker_pid not in after and len(after) == 2

@@ -168,3 +168,12 @@ def test_import_without_distributed_names_the_extra() -> None:
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          timeout=60, env={**os.environ, "PYTHONPATH": ""})
     assert "pip install 'quiesce[dask]'" in out.stdout, out.stderr
+
+
+def test_registering_again_leaves_running_tasks_alone(client: distributed.Client,
+                                                      tmp_path: Path) -> None:
+    future = client.submit(dask_tasks.wait_on_token, str(tmp_path), 1.5, pure=False)
+    dask_tasks.wait_for_file(tmp_path / "started")
+    client.register_plugin(quiesce.dask.Ladder(grace=GRACE, kill_after=KILL_AFTER))
+    assert future.result(timeout=30) is None  # its token was not stopped by the swap
+    assert dask_tasks.wait_for_file(tmp_path / "woke").split()[1] == "False"

@@ -327,8 +327,9 @@ class Ladder(WorkerPlugin):
     # -- for the Executor, through client.run -----------------------------------------------
     def runs(self, prefix: str) -> list[_Run]:
         with self._lock:
-            return [r for k, r in self._runs.items()
-                    if isinstance(k, str) and k.startswith(prefix) and not r.killed]
+            # A killed run counts until its worker has closed: an Executor's stop()
+            # waits for that, as a pool's waits for the reaping of what it killed.
+            return [r for k, r in self._runs.items() if isinstance(k, str) and k.startswith(prefix)]
 
 
 def _exit_later(seconds: float) -> None:
