@@ -135,11 +135,16 @@ def test_bad_durations(client: distributed.Client) -> None:
 def test_shutdown_cancel_futures_cancels_only_what_waits(client: distributed.Client,
                                                         tmp_path: Path) -> None:
     ex = quiesce.dask.Executor(client, grace=GRACE, kill_after=KILL_AFTER)
-    running = [ex.submit(dask_tasks.napping, 1.5) for _ in range(2)]  # one per slot
-    time.sleep(0.5)  # both started (napping writes no handshake; 1.5 s leaves room)
+    folders = [tmp_path / "a", tmp_path / "b"]
+    for folder in folders:
+        folder.mkdir()
+    # One per slot; each waits 1.5 s on its token, which nobody stops, and returns.
+    running = [ex.submit(dask_tasks.wait_on_token, str(f), 1.5) for f in folders]
+    for folder in folders:
+        dask_tasks.wait_for_file(folder / "started")
     queued = [ex.submit(dask_tasks.napping, 30) for _ in range(3)]
     ex.shutdown(wait=True, cancel_futures=True)
-    assert [f.result(timeout=0) for f in running] == [1.5, 1.5]  # as the stdlib: ran on
+    assert [f.result(timeout=0) for f in running] == [None, None]  # as the stdlib: ran on
     assert all(f.cancelled() for f in queued)
 
 
