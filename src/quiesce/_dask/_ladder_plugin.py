@@ -46,6 +46,7 @@ import contextvars
 import logging
 import multiprocessing
 import os
+import signal
 import threading
 import time
 from collections.abc import Callable, Iterable
@@ -60,6 +61,7 @@ from quiesce._core._thread_interrupt import ThreadGate
 from quiesce._core._token import StopToken
 from quiesce._pools._timer import Timer
 from quiesce._proc import _proctree
+from quiesce._proc._guardian_client import Guardian
 
 log = logging.getLogger("quiesce")
 
@@ -297,7 +299,7 @@ class Ladder(WorkerPlugin):
                   "the subprocesses of worker %s and restarting it through its nanny",
                   run.key, stop_ms, worker.address)
         self._event(run, ended_by="killed", stop_ms=stop_ms, reason=run.token.reason)
-        _proctree.kill_tree(root_pid=os.getpid(), include_root=False, timeout=5.0)
+        _kill_descendants(timeout=5.0)
         threading.Thread(target=_exit_later, args=(_RESTART_FALLBACK,),
                          name="quiesce-dask-exit", daemon=True).start()
         worker.loop.add_callback(self._close_worker, f"quiesce: task {run.key!r} stuck")
@@ -330,6 +332,31 @@ class Ladder(WorkerPlugin):
             # A killed run counts until its worker has closed: an Executor's stop()
             # waits for that, as a pool's waits for the reaping of what it killed.
             return [r for k, r in self._runs.items() if isinstance(k, str) and k.startswith(prefix)]
+
+
+def _kill_descendants(timeout: float) -> None:
+    """SIGKILL every descendant of this worker but quiesce's guardian.
+
+    The guardian stays: once the worker has exited it kills whatever still
+    carries the worker's tag (a descendant that escaped by ``setsid``
+    during the kill), and killing it first would only log a false alarm.
+    """
+    guardian = Guardian._instance
+    spared = {guardian.pid} if guardian is not None and guardian.pid is not None else set()
+    deadline = time.monotonic() + timeout
+    while True:
+        refs = [r for r in _proctree.snapshot(root_pid=os.getpid(), include_root=False)
+                if r.pid not in spared]
+        if not refs:
+            return
+        for ref in refs:
+            ref.send(signal.SIGKILL)
+            ref.close()
+        if time.monotonic() >= deadline:
+            log.error("quiesce.dask: descendants of worker %d survived SIGKILL: %s",
+                      os.getpid(), [r.pid for r in refs])
+            return
+        time.sleep(0.005)
 
 
 def _exit_later(seconds: float) -> None:
