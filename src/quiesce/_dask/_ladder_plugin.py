@@ -12,8 +12,12 @@ the ladder of a quiesce pool, per task:
 2. after ``grace``, ``Stopped`` is raised in the task's thread (so its
    ``finally`` blocks run; a task ended by ``Stopped`` costs nothing more);
 3. after ``kill_after``, the task is stuck (a C call): the worker's
-   subprocess trees are killed and the worker process closes, so that its
-   nanny starts a fresh one and the slot is never lost.
+   subprocess trees are killed (all of them: the worker is going, and a
+   subprocess cannot be told apart by the task that started it) and the
+   worker process closes, exiting at once if closing takes over 0.5 s, so
+   that its nanny starts a fresh one and the slot is never lost. Other
+   tasks running on that worker are lost with it (the scheduler reruns them,
+   as after any worker death).
 
 Each stopped run is logged on the worker (logger ``quiesce``) and, as a
 ``log_event`` on topic ``"quiesce"``, on the scheduler, where a client reads
@@ -36,8 +40,9 @@ interrupting it there (the exception could land after ``task(data)``
 returned, in dask's own code); a hook in ``quiesce.current_token()`` asking
 dask which task runs in this thread (costs every call, and threads or
 asyncio tasks the task starts would not inherit the token, as they do with
-a ContextVar); ``Worker.close`` through the nanny's ``restart`` (it waits
-for the executor, so a stuck thread costs its whole timeout).
+a ContextVar); the nanny's ``restart`` (it waits for the executor, so a
+stuck thread costs its whole timeout); a graceful close without a time
+limit (it took ~2 s here before the process exited).
 """
 
 from __future__ import annotations
