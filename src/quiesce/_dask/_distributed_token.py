@@ -51,30 +51,37 @@ _locals_lock = threading.Lock()
 class DistributedToken:
     """A stop token whose stop is seen by every task, on every worker, that holds it.
 
-    It has ``StopToken``'s interface (``stop``, ``stopped``, ``reason``,
-    ``wait``, ``raise_if_stopped``, ``on_stop``, ``child``, ``fileno``) and
-    pickles into dask tasks (only its name travels). Stopping it anywhere —
-    the client, a task, another client of the same scheduler — stops every
-    copy within about one scheduler round trip; ``stopped`` is a local memory
-    read. Where a ``StopToken`` is required (``Scope(token=...)``), pass
-    ``token.child()``.
+    It has `StopToken`'s interface (`stop`, `stopped`, `reason`, `wait`,
+    `raise_if_stopped`, `on_stop`, `child`, `fileno`) and pickles into dask
+    tasks (only its name travels). Stopping it anywhere (the client, a
+    task, another client of the same scheduler) stops every copy within
+    about one scheduler round trip; `stopped` is a local memory read. Where
+    a `StopToken` is required (`Scope(token=...)`), pass `token.child()`.
 
-    Parameters:
-        name: the name on the scheduler; tokens with the same name are the same
-            token (None: a fresh unique name).
-        client: the ``distributed.Client`` to use (None: ``distributed.get_client()``
-            when first needed; inside a task, the worker's client).
+    Args:
+        name: The name on the scheduler; tokens with the same name are the
+            same token. None: a fresh unique name.
+        client: The `distributed.Client` to use. None:
+            `distributed.get_client()` when first needed (inside a task, the
+            worker's client).
 
     Raises:
-        TypeError: ``name`` is not a str, or ``client`` not a ``distributed.Client``.
-        ValueError: ``name`` is empty; or, when first used, no client can be found.
+        TypeError: `name` is not a str, or `client` not a `distributed.Client`.
+        ValueError: `name` is empty; or, when first used, no client can be
+            found.
 
-    Example::
+    Example:
+        ```python
+        import quiesce.dask
+
+        def crawl(site, token):
+            while not token.stopped:         # a memory read
+                ...
 
         token = quiesce.dask.DistributedToken()
-        futures = client.map(crawl, sites, token=token)   # def crawl(site, token): ...
-        ...
-        token.stop("enough")   # every crawl on every worker sees it
+        futures = client.map(crawl, sites, token=token, pure=False)
+        token.stop("enough")                 # every crawl on every worker sees it
+        ```
     """
 
     __slots__ = ("__weakref__", "_client", "_local", "_name")
@@ -118,7 +125,7 @@ class DistributedToken:
 
     @property
     def reason(self) -> str | None:
-        """The reason given to the first ``stop()``, once this process has seen it."""
+        """The reason given to the first `stop()`, once this process has seen it."""
         return self._token().reason
 
     def wait(self, timeout: float | None = None) -> bool:

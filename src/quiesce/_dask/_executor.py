@@ -65,43 +65,50 @@ _executor_ids = itertools.count(1)
 
 @final
 class Executor(Pool):
-    """A ``concurrent.futures.Executor`` that runs tasks on a dask cluster, stoppably.
+    """A `concurrent.futures.Executor` that runs tasks on a dask cluster, stoppably.
 
-    Drop-in for the stdlib's executors (``submit``, ``map``, ``shutdown``,
-    ``with``), with the pools' semantics: each task has its own token
-    (``quiesce.current_token()`` inside it, and ``token=`` for a target with
-    such a parameter); ``future.cancel()`` works on a *running* task (its
-    token stops, ``Stopped`` is raised in its thread after ``grace``, and a
-    task still stuck ``kill_after`` later has its worker restarted by its
-    nanny); ``task_timeout`` (or ``submit_with(..., timeout=)``) ends a task
-    the same way, its future raising ``TimeoutError``; ``stop()`` is
-    bounded. The ``Ladder`` worker plugin is registered for you if the
-    cluster does not have one yet.
+    Drop-in for the stdlib's executors (`submit`, `map`, `shutdown`,
+    `with`), with the pools' semantics: each task has its own token
+    (`quiesce.current_token()` inside it, and `token=` for a target with
+    such a parameter); `future.cancel()` works on a *running* task (its
+    token stops, `Stopped` is raised in its thread after `grace`, and a
+    task still stuck `kill_after` later has its worker restarted by its
+    nanny); `task_timeout` (or `submit_with(..., timeout=)`) ends a task
+    the same way, its future raising `TimeoutError`; `stop()` is bounded.
+    The `Ladder` worker plugin is registered for you if the cluster does
+    not have one yet.
 
-    Made inside a ``quiesce.Scope`` block, the scope owns it: leaving the
-    block stops it by the scope's ladder, and ``scope.report()`` lists it.
+    Made inside a `quiesce.Scope` block, the scope owns it: leaving the
+    block stops it by the scope's ladder, and `scope.report()` lists it.
     Made elsewhere, it belongs to the token current where it is made, as
-    pools do (``quiesce.run`` and ``handle_signals`` stop it on SIGTERM).
+    pools do (`quiesce.run` and `handle_signals` stop it on SIGTERM). A
+    submitted task counts as running from `submit` on: the scheduler, not
+    the client, knows when it starts.
 
-    Parameters:
-        client: the ``distributed.Client`` to submit through.
-        task_timeout: seconds a task may run, counted on its worker from its
-            start (None: no limit).
-        grace: seconds between a task's token stop and ``Stopped`` raised in it.
-        kill_after: seconds after that before its worker is restarted.
+    Args:
+        client: The synchronous `distributed.Client` to submit through.
+        task_timeout: Seconds a task may run, counted on its worker from its
+            start; None: no limit. `submit_with` overrides it per call.
+        grace: Seconds between a task's token stop and `Stopped` raised in
+            it; finite, >= 0.
+        kill_after: Seconds after that before its worker is restarted;
+            finite, >= 0.
 
     Raises:
-        TypeError: ``client`` is not a synchronous ``distributed.Client``.
-        ValueError: a negative, NaN or infinite ``grace``/``kill_after``, or a
-            ``task_timeout`` that is not > 0.
+        TypeError: `client` is not a synchronous `distributed.Client`.
+        ValueError: `grace` or `kill_after` negative, NaN or infinite;
+            `task_timeout` <= 0.
 
-    Example::
+    Example:
+        ```python
+        import distributed
+        import quiesce.dask
 
         with distributed.Client(cluster) as client:
             with quiesce.dask.Executor(client, task_timeout=600, grace=5) as ex:
                 futures = [ex.submit(render, frame) for frame in frames]
-                ...
-                futures[0].cancel()   # stops it even while it runs
+                futures[0].cancel()          # stops it even while it runs
+        ```
     """
 
     kind = "dask"

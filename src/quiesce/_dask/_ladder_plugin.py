@@ -128,39 +128,54 @@ class Ladder(WorkerPlugin):
     """A dask worker plugin: cancelling a *running* task stops it, by quiesce's ladder.
 
     Register it once per cluster; workers started later (or restarted by
-    their nanny) get it too::
+    their nanny) get it too. Inside every task on the cluster
+    `quiesce.current_token()` is then that task's own token, and
+    `future.cancel()` (or `client.cancel`) of a running task:
 
-        client.register_plugin(quiesce.dask.Ladder(grace=5, kill_after=2))
-
-    Inside every task on the cluster ``quiesce.current_token()`` is then that
-    task's own token, and ``future.cancel()`` (or ``client.cancel``) of a
-    running task:
-
-    1. stops its token at once (so ``quiesce.sleep``, ``token.wait``, scopes
-       and pools inside the task end);
-    2. after ``grace`` seconds raises ``quiesce.Stopped`` in the task's
-       thread, so its ``finally`` blocks run;
-    3. after ``kill_after`` more seconds, if the task is still stuck (in a C
+    1. stops its token at once (so `quiesce.sleep`, `token.wait`, scopes and
+       pools inside the task end);
+    2. after `grace` seconds raises `quiesce.Stopped` in the task's thread,
+       so its `finally` blocks run (the worker serves on);
+    3. after `kill_after` more seconds, if the task is still stuck (in a C
        call), kills the worker's subprocess trees and closes the worker
        process; its nanny starts a new one, so the slot is not lost. A
        worker without a nanny cannot be restarted: the task is then only
-       reported.
+       reported, `abandoned`.
 
     Every run that was asked to stop is logged on the worker (logger
-    ``quiesce``) and reported as an event on topic ``"quiesce"``
-    (``client.get_events("quiesce")``): a dict with ``key``, ``worker``,
-    ``ended_by`` (``stopped``, ``terminated``, ``killed``), ``stop_ms`` and
-    ``reason``. Coroutine tasks, which run on the worker's event loop, are
-    left alone.
+    `quiesce`) and reported as an event on topic `"quiesce"`
+    (`client.get_events("quiesce")`): a dict with `key`, `worker`,
+    `ended_by` (`stopped`, `terminated`, `killed`, `abandoned`), `stop_ms`
+    and `reason`. Coroutine tasks, which run on the worker's event loop, are
+    left alone. The plugin also lets tasks start child processes (dask's
+    workers are daemonic processes, which multiprocessing refuses children),
+    so `quiesce.Scope` and `quiesce.ProcessPool` work inside tasks.
 
-    Parameters:
-        grace: seconds between the token's stop and ``Stopped`` in the thread
-            (finite, >= 0).
-        kill_after: seconds between ``Stopped`` and the kill (finite, >= 0).
+    Args:
+        grace: Seconds between the token's stop and `Stopped` in the task's
+            thread; finite, >= 0.
+        kill_after: Seconds between `Stopped` and the kill; finite, >= 0.
 
     Raises:
-        ValueError: a negative, NaN or infinite ``grace`` or ``kill_after``.
-        TypeError: a duration that is not a real number.
+        ValueError: `grace` or `kill_after` negative, NaN or infinite.
+        TypeError: A duration that is not a real number.
+
+    Example:
+        ```python
+        import distributed
+        import quiesce
+        import quiesce.dask
+
+        def crunch(n):
+            while not quiesce.stopped():     # this task's own token
+                ...
+
+        client = distributed.Client(cluster)
+        client.register_plugin(quiesce.dask.Ladder(grace=5, kill_after=2))
+        future = client.submit(crunch, 10, pure=False)
+        future.cancel()                      # stops it even while it runs
+        print(client.get_events("quiesce"))
+        ```
     """
 
     name = PLUGIN_NAME
