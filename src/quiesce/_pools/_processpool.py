@@ -16,6 +16,9 @@ the task), ``kill_after`` later SIGKILL, and a new worker replaces it. A
 worker that dies on its own fails only its task's future (``ProcessDied``).
 Workers are started lazily up to ``max_workers``, from the launcher thread
 (PDEATHSIG), and registered with the guardian: none outlives the owner.
+Each worker process's life (start, group, pidfd, guardian, reap, remains,
+signals) is one ``ProcessHandle`` (_proc/_handle): a worker is never
+signalled through a number that could have been recycled.
 """
 
 from __future__ import annotations
@@ -41,12 +44,11 @@ from quiesce._pools._pool_base import Pool, Task
 from quiesce._pools._pool_futures import TaskFuture, resolve
 from quiesce._pools._pool_process_main import worker_main
 from quiesce._pools._timer import Timer
-from quiesce._proc import _launcher, _platform, _proctree
+from quiesce._proc import _proctree
 from quiesce._proc._child import RemoteTraceback
-from quiesce._proc._guardian_client import Guardian
+from quiesce._proc._handle import ProcessHandle
 from quiesce._proc._mp_context import resolve_context
 from quiesce._proc._pickling import pickle_target
-from quiesce._proc._tree_end import end_remains
 
 T = TypeVar("T")
 log = logging.getLogger("quiesce")
@@ -65,29 +67,27 @@ class _Worker:
         self.process = pool._ctx.Process(  # type: ignore[attr-defined]
             target=worker_main, name=self.name,
             args=(child_tasks, child_control, pool._token, self.tag, os.getpid()))
-        _launcher.launch(self.process.start)
-        child_tasks.close()
-        child_control.close()
-        self.pid: int = self.process.pid
         try:
-            os.setpgid(self.pid, self.pid)
-        except OSError:
-            pass  # the child did it first
-        Guardian.get().watch_group(self.pid)
-        self.pidfd = _platform.pidfd_open(self.pid)
-        self.exit_fd: Any = self.pidfd if self.pidfd is not None else self.process.sentinel
+            self.handle = ProcessHandle.start_process(self.process, self.tag)
+        except BaseException:
+            self.close_pipes()
+            raise
+        finally:
+            child_tasks.close()
+            child_control.close()
+        self.pid: int = self.handle.pid
+        self.exit_fd: Any = self.handle.exit_fd
         self.task: Task | None = None
         self.task_id = 0
         self.dead = False
         self.send_lock = threading.Lock()  # control messages come from any thread
 
     def signal(self, sig: int) -> None:
-        """Signal the process unless reaped (under the pool lock: never a recycled PID)."""
-        if not self.dead:
-            try:
-                os.kill(self.pid, sig)
-            except ProcessLookupError:
-                pass
+        """Signal the process (its pidfd, or its PID while unreaped: never a stranger)."""
+        if sig == signal.SIGKILL:
+            self.handle.kill_tree()  # stopped first, its own children before it
+        else:
+            self.handle.signal(sig)
 
     def request_stop(self, task_id: int, reason: str) -> None:
         with self.send_lock:
@@ -375,25 +375,26 @@ class ProcessPool(Pool):
         self._selector.unregister(worker.tasks)
         self._selector.unregister(worker.exit_fd)
         with self._lock:
-            worker.process.join()
+            code = worker.handle.reap()
             worker.dead = True
             task, worker.task = worker.task, None
             self._workers.remove(worker)
             self._changed.notify_all()
-        code = worker.process.exitcode
-        worker.process.close()
-        if worker.pidfd is not None:
-            os.close(worker.pidfd)
         worker.close_pipes()
         if task is not None:
             resolve(task.future, exception=ProcessDied(worker.name, code))
             self._end_task(task)
-        threading.Thread(target=self._clear_tree, args=(worker,), daemon=True).start()
+        try:
+            threading.Thread(target=self._clear_tree, args=(worker,), daemon=True).start()
+        except RuntimeError:  # no thread to spare: end the remains right here
+            self._clear_tree(worker)
 
     def _clear_tree(self, worker: _Worker) -> None:
-        end_remains(tag=worker.tag, pgid=worker.pid, kill_after=self._kill_after,
-                    kill_now=lambda: self._stopping)
-        Guardian.get().unwatch_group(worker.pid)
+        try:
+            worker.handle.end_remains(kill_after=self._kill_after,
+                                      kill_now=lambda: self._stopping)
+        finally:
+            worker.handle.close()
 
     # -- ending a running task ----------------------------------------------------------------
     def _stop_running(self, future: TaskFuture[Any], reason: str) -> None:
@@ -468,14 +469,10 @@ class ProcessPool(Pool):
             worker.say_goodbye()
             worker.close_pipes()
         for worker in workers:
-            worker.process.join(self._grace + self._kill_after)
-            if worker.process.exitcode is None:
+            if not worker.handle.wait_exited(self._grace + self._kill_after):
                 worker.signal(signal.SIGKILL)
-                worker.process.join()
+            worker.handle.reap()
             worker.dead = True
-            worker.process.close()
-            if worker.pidfd is not None:
-                os.close(worker.pidfd)
             self._clear_tree(worker)
         with self._lock:
             self._changed.notify_all()

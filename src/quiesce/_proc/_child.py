@@ -16,6 +16,12 @@ In order, and why:
    owner ends (its sentinel closes, or getppid changes), it stops the token,
    kills our descendants and ends this process. On Linux the PDEATHSIG has
    usually done the job already.
+7. (scope processes, not pool workers) A child subreaper: an orphan of one
+   of our descendants re-parents to us, so it stays in our tree by
+   ancestry even after ``setsid`` without exec. Not in pool workers: they
+   live long and would collect the zombies of every adopted orphan.
+8. After the target, before exiting: end what remains of our tree while
+   we still anchor it (``end_descendants``).
 """
 
 from __future__ import annotations
@@ -29,6 +35,7 @@ import pickle
 import signal
 import sys
 import threading
+import time
 import traceback
 from types import FrameType
 from typing import Any
@@ -75,12 +82,49 @@ class RemoteTraceback(Exception):
 
 
 def child_main(payload: bytes, token: StopToken, writer: multiprocessing.connection.Connection,
-               tag: str, owner_pid: int) -> None:
+               tag: str, owner_pid: int, kill_after: float = 2.0) -> None:
     """Target of the multiprocessing.Process; the exit status tells how it ended."""
     terminated = prepare_child(token, tag, owner_pid)
+    _platform.set_child_subreaper()  # step 7: orphans of our descendants stay ours
     code = _run_target(payload, token, writer, terminated)
     writer.close()
+    end_descendants(tag, kill_after)
     sys.exit(code)
+
+
+def end_descendants(tag: str, kill_after: float) -> None:
+    """Step 8: before exiting, end what we started (SIGTERM, SIGKILL after ``kill_after``).
+
+    As a child subreaper we still hold every descendant by ancestry, even one
+    that called setsid and never exec'd (no tag in /proc/PID/environ); once we
+    exit, it would re-parent to init, out of the owner's reach.
+    """
+    me = os.getpid()
+    try:
+        if not _proctree.snapshot(root_pid=me, tag=tag, include_root=False):
+            return
+        _proctree.signal_tree(signal.SIGTERM, root_pid=me, tag=tag, include_root=False)
+        deadline = time.monotonic() + kill_after
+        while time.monotonic() < deadline:
+            if not _proctree.snapshot(root_pid=me, tag=tag, include_root=False):
+                return
+            time.sleep(0.02)
+    except Stopped:
+        pass  # the owner's SIGTERM: its ladder has moved on, so do we
+    try:
+        stop_and_kill_descendants(me, tag)
+    except Stopped:
+        stop_and_kill_descendants(me, tag)
+
+
+def stop_and_kill_descendants(me: int, tag: str, timeout: float = 5.0) -> None:
+    """SIGSTOP every descendant (so none forks during the walk), then SIGKILL them all."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        stopped = _proctree.signal_tree(signal.SIGSTOP, root_pid=me, tag=tag, include_root=False)
+        if not stopped:
+            return
+        _proctree.signal_tree(signal.SIGKILL, root_pid=me, tag=tag, include_root=False)
 
 
 def prepare_child(token: StopToken, tag: str, owner_pid: int) -> list[bool]:

@@ -56,6 +56,13 @@ def command_name(argv: Argv) -> str:
 
 def start(caller: str, argv: Argv, tag: str, kwargs: dict[str, Any]) -> subprocess.Popen[Any]:
     """Popen in its own process group, tagged and watched by the guardian."""
+    proc = popen(caller, argv, tag, kwargs)
+    Guardian.get().watch_group(proc.pid)
+    return proc
+
+
+def popen(caller: str, argv: Argv, tag: str, kwargs: dict[str, Any]) -> subprocess.Popen[Any]:
+    """Popen in its own process group, tagged (the caller registers it with the guardian)."""
     for forbidden in ("preexec_fn",):
         if kwargs.get(forbidden) is not None:
             raise ValueError(f"{caller}: {forbidden} is not supported (it is unsafe with "
@@ -75,5 +82,4 @@ def start(caller: str, argv: Argv, tag: str, kwargs: dict[str, Any]) -> subproce
     except PermissionError as exc:
         raise PermissionError(exc.errno, f"{caller}: command {command_name(argv)!r} is not "
                               "executable", exc.filename) from None
-    Guardian.get().watch_group(proc.pid)
     return proc

@@ -363,6 +363,14 @@ def _check_selectors(root_pid: int | None, tag: str | None, pgid: int | None) ->
             raise ValueError(f"{name} must be a positive int, not {value!r}")
 
 
+# For _handle, which proves membership its own way (with held anchors).
+tag_matches = _tag_matches
+read_tags = _read_tags
+stat = _stat
+table = _table
+ancestors_of_self = _ancestors_of_self
+
+
 def _after_fork_in_child() -> None:
     global _owner_tag, _counter, _counter_lock
     _owner_tag = uuid.uuid4().hex[:12]

@@ -6,12 +6,12 @@ than deep inside multiprocessing (or, under fork, never). The child reports
 its outcome over a one-way pipe; a monitor thread per worker reads it while
 waiting for the exit (a pidfd on Linux, so a descendant holding an
 inherited sentinel cannot hide the exit), reaps, and then ends what
-remains of the worker's tree (its process group and every process carrying
-its tag): SIGTERM, then SIGKILL after ``kill_after``.
+remains of the worker's tree: SIGTERM, then SIGKILL after ``kill_after``.
 
-Signals to the child itself go through ``_signal``, under the lock the
-monitor holds while reaping: a PID is never signalled after it was reaped,
-so never after it could be recycled.
+The child's whole life (start, group, pidfd, guardian, reap, remains,
+signals) is one ``ProcessHandle`` (see _proc/_handle), which cannot signal
+a process after it was reaped. If the monitor thread cannot be started
+the child is ended at once and the error raised from ``scope.process()``.
 """
 
 from __future__ import annotations
@@ -27,10 +27,9 @@ from typing import Any
 
 from quiesce._core._ended_by import EndedBy
 from quiesce._core._errors import ProcessDied
-from quiesce._proc import _launcher, _platform, _proctree
+from quiesce._proc import _proctree
 from quiesce._proc._child import RemoteTraceback, child_main
-from quiesce._proc._guardian_client import Guardian
-from quiesce._proc._tree_end import end_remains
+from quiesce._proc._handle import ProcessHandle
 from quiesce._scope._worker import Owner, Worker
 
 _EXIT_POLL = 0.1  # without a pidfd: how often to check that the child still runs
@@ -45,13 +44,10 @@ class ProcessWorker(Worker):
         self._reader, writer = ctx.Pipe(duplex=False)
         self._process = ctx.Process(  # type: ignore[attr-defined]
             target=child_main, name=name,
-            args=(payload, self._token, writer, self._tag, os.getpid()),
+            args=(payload, self._token, writer, self._tag, os.getpid(), owner.kill_after),
         )
         self._writer = writer
-        self._lock = threading.Lock()
-        self._reaped = False
-        self._pidfd: int | None = None
-        self._pid: int | None = None
+        self._handle: ProcessHandle | None = None
         self._message: tuple[Any, ...] | None = None
         self._exitcode: int | None = None
 
@@ -61,70 +57,68 @@ class ProcessWorker(Worker):
 
     @property
     def pid(self) -> int | None:
-        return self._pid
+        return None if self._handle is None else self._handle.pid
 
     def _start(self) -> None:
-        _launcher.launch(self._process.start)
-        self._writer.close()
-        pid = self._pid = self._process.pid
-        assert pid is not None
         try:
-            os.setpgid(pid, pid)  # also done by the child: whichever runs first wins
-        except OSError:
-            pass
-        self._pidfd = _platform.pidfd_open(pid)
-        Guardian.get().watch_group(pid)
-        threading.Thread(target=self._monitor, name=f"quiesce-monitor-{self._name}",
-                         daemon=True).start()
+            self._handle = ProcessHandle.start_process(self._process, self._tag)
+        except BaseException:
+            self._reader.close()
+            raise
+        finally:
+            self._writer.close()
+        try:
+            threading.Thread(target=self._monitor, name=f"quiesce-monitor-{self._name}",
+                             daemon=True).start()
+        except BaseException:  # no thread: end the child here rather than leave it unwatched
+            self._handle.kill_tree()
+            self._handle.reap()
+            self._handle.end_remains(kill_after=0.0)
+            self._handle.close()
+            self._reader.close()
+            raise
 
     # -- the ladder ---------------------------------------------------------
-    def _signal(self, sig: int) -> None:
-        with self._lock:
-            if not self._reaped and self._pid is not None:
-                try:
-                    os.kill(self._pid, sig)
-                except ProcessLookupError:
-                    pass
-
     def _terminate(self) -> None:
         self._ladder_step = max(self._ladder_step, 2)
-        self._signal(signal.SIGTERM)
+        if self._handle is not None:
+            self._handle.signal(signal.SIGTERM)
 
     def _kill(self) -> None:
         self._ladder_step = 3
-        self._signal(signal.SIGKILL)
-        _proctree.signal_tree(signal.SIGKILL, root_pid=self._pid, tag=self._tag, pgid=self._pid)
+        if self._handle is not None:
+            self._handle.kill_tree()
 
     # -- the monitor thread ---------------------------------------------------
     def _monitor(self) -> None:
+        handle = self._handle
+        assert handle is not None
         try:
-            self._wait_for_exit()
+            try:
+                self._wait_for_exit(handle)
+            finally:
+                self._reader.close()
+            self._exitcode = handle.reap()
+            handle.end_remains(kill_after=self._owner.kill_after,
+                               kill_now=lambda: self._ladder_step >= 3)
         finally:
-            if self._pidfd is not None:
-                os.close(self._pidfd)
-            self._reader.close()
-        self._end_remains()
-        Guardian.get().unwatch_group(self._pid or 0)
+            handle.close()
         self._finish(*self._classify())
 
-    def _wait_for_exit(self) -> None:
-        exit_signal: Any = self._pidfd if self._pidfd is not None else self._process.sentinel
+    def _wait_for_exit(self, handle: ProcessHandle) -> None:
+        exit_signal = handle.exit_fd
         waitables: list[Any] = [self._reader, exit_signal]
-        timeout = None if self._pidfd is not None else _EXIT_POLL
+        timeout = None if handle.has_pidfd else _EXIT_POLL
         while True:
             ready = multiprocessing.connection.wait(waitables, timeout)
             if self._reader in ready and not self._read_message():
                 waitables.remove(self._reader)
-            if exit_signal in ready or (timeout is not None and not self._process.is_alive()):
+            if exit_signal in ready or (timeout is not None and handle.has_exited()):
                 break
         while self._reader in waitables and self._reader.poll(0):
             if not self._read_message():
                 break
-        with self._lock:
-            self._process.join()
-            self._reaped = True
-        self._exitcode = self._process.exitcode
-        self._process.close()
+        handle.wait_exited()
 
     def _read_message(self) -> bool:
         try:
@@ -137,11 +131,6 @@ class ProcessWorker(Worker):
             self._message = ("failed", RuntimeError(f"cannot read the worker's outcome: {exc}"),
                              "")
         return True
-
-    def _end_remains(self) -> None:
-        """The rest of the ladder for descendants that outlived the worker process."""
-        end_remains(tag=self._tag, pgid=self._pid, kill_after=self._owner.kill_after,
-                    kill_now=lambda: self._ladder_step >= 3)
 
     def _classify(self) -> tuple[EndedBy, Any, BaseException | None]:
         code = self._exitcode
