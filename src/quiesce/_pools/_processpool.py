@@ -179,6 +179,7 @@ class ProcessPool(Pool):
         self._start_error: BaseException | None = None
         self._selector: selectors.BaseSelector  # made by the dispatcher thread
         self._closed = threading.Event()  # every worker reaped, every fd closed
+        self._clearers: list[threading.Thread] = []  # ending the remains of dead workers
         self._link_above()
 
     # -- Executor ------------------------------------------------------------------------
@@ -384,10 +385,15 @@ class ProcessPool(Pool):
         if task is not None:
             resolve(task.future, exception=ProcessDied(worker.name, code))
             self._end_task(task)
+        clearer = threading.Thread(target=self._clear_tree, args=(worker,), daemon=True,
+                                   name=f"{worker.name}-remains")
         try:
-            threading.Thread(target=self._clear_tree, args=(worker,), daemon=True).start()
+            clearer.start()
         except RuntimeError:  # no thread to spare: end the remains right here
             self._clear_tree(worker)
+            return
+        with self._lock:
+            self._clearers = [t for t in self._clearers if t.is_alive()] + [clearer]
 
     def _clear_tree(self, worker: _Worker) -> None:
         try:
@@ -468,6 +474,10 @@ class ProcessPool(Pool):
         for worker in workers:
             worker.say_goodbye()
             worker.close_pipes()
+        with self._lock:
+            clearers, self._clearers = self._clearers, []
+        for clearer in clearers:  # what remains of dead workers' trees is ended by now
+            clearer.join()
         for worker in workers:
             if not worker.handle.wait_exited(self._grace + self._kill_after):
                 worker.signal(signal.SIGKILL)

@@ -11,14 +11,16 @@ A PID or a group number is only a name; the kernel hands it to a new
 process once the old one is reaped (a group number once no process uses
 it). So nothing here signals a bare number:
 
-* **The root** (our direct child): through its pidfd, which names the
-  process itself: after the exit it is a harmless ESRCH, whatever now owns
-  the number. Without pidfd (macOS, Linux < 5.3): ``os.kill`` under the
-  reap lock while the root is unreaped (an unreaped child's PID cannot be
-  reused); once reaped, never.
-* **The group** (number = root PID): ``killpg`` only under the reap lock
-  while the root is unreaped (the leader pins the number, and only it
-  could have made that group). Otherwise member by member, as below.
+* **The root**: through its pidfd, which names the process itself: after
+  the exit it is a harmless ESRCH, whatever now owns the number. Without
+  pidfd (macOS, Linux < 5.3): for a command, ``os.kill`` under Popen's wait
+  lock while it is unreaped (an unreaped child's PID cannot be reused);
+  for a multiprocessing child (reaped behind our back by the fork server
+  or by any ``Process.start()``), psutil's create-time check.
+* **The group** (number = root PID): ``killpg`` only for a command, under
+  Popen's wait lock while the leader is unreaped (the leader pins the
+  number, and only it could have made that group). Otherwise member by
+  member, as below.
 * **Any other process** (descendant, group member, tagged escaper): a
   pidfd is opened first, *then* its identity is read again from /proc and
   proved by one of: it carries our tag; its parent is the root or a held
@@ -63,6 +65,8 @@ import time
 from collections.abc import Callable, Iterator
 from typing import Any, final
 
+import psutil
+
 from quiesce._proc import _command, _launcher, _platform, _proctree
 from quiesce._proc._guardian_client import Guardian
 
@@ -90,8 +94,14 @@ class ProcessHandle:
     """
 
     def __init__(self, pid: int, tag: str, *, reap: Callable[[], int | None],
-                 reap_lock: Any, unreaped: Callable[[], bool], sentinel: Any = None) -> None:
-        """Private: the child must be unreaped and ours (use the ``start_*`` class methods)."""
+                 reap_lock: Any, unreaped: Callable[[], bool], pins: bool,
+                 sentinel: Any = None) -> None:
+        """Private: the child must be ours and unreaped (use the ``start_*`` class methods).
+
+        ``pins``: whether "unreaped" (our own wait not yet done, checked
+        under ``reap_lock``) proves the PID is still the child's. Else the
+        root is proved by its pidfd, or off Linux by psutil's create time.
+        """
         self.pid = pid
         self.tag = tag
         self.exitcode: int | None = None
@@ -101,6 +111,12 @@ class ProcessHandle:
         self._sentinel = sentinel
         self._pidfd = _platform.pidfd_open(pid)  # unreaped: the PID is still our child's
         self._fd_lock = threading.Lock()  # close() never pulls the pidfd from under a signal
+        self._pins = pins
+        # Without a pidfd, psutil remembers the create time and checks it before a signal.
+        self._ps: psutil.Process | None = None
+        if self._pidfd is None:
+            with contextlib.suppress(psutil.Error):
+                self._ps = psutil.Process(pid)
         self._held: dict[int, _proctree.ProcRef] = {}
         self._held_lock = threading.Lock()
         self._reaped = False
@@ -136,8 +152,10 @@ class ProcessHandle:
             os.setpgid(pid, pid)
         except OSError:
             pass  # the child did it first (or exec'd: spawn); it does it itself anyway
-        handle = cls(pid, tag, reap=reap, reap_lock=lock,
-                     unreaped=lambda: not state["reaped"], sentinel=process.sentinel)
+        # Never pins: the fork server reaps its children itself, and every
+        # Process.start() reaps exited siblings (multiprocessing's _cleanup).
+        handle = cls(pid, tag, reap=reap, reap_lock=lock, unreaped=lambda: not state["reaped"],
+                     pins=False, sentinel=process.sentinel)
         handle._register(always=True)
         return handle
 
@@ -160,7 +178,7 @@ class ProcessHandle:
             return proc.wait()
 
         handle = cls(proc.pid, tag, reap=reap, reap_lock=lock,
-                     unreaped=lambda: proc.returncode is None)
+                     unreaped=lambda: proc.returncode is None, pins=True)
         handle._register(always=False)
         return handle, proc
 
@@ -187,10 +205,12 @@ class ProcessHandle:
                 return bool(select.select([self._pidfd], [], [], 0)[0])
             if self._closed:
                 return True
-        with self._locked(None) as got:
-            if not got or not self._unreaped():
-                return True
-            return _exited_unreaped(self.pid)
+        if self._pins:
+            with self._locked(None) as got:
+                if not got or not self._unreaped():
+                    return True
+                return _exited_unreaped(self.pid)
+        return not self._root_alive()
 
     def wait_exited(self, timeout: float | None = None) -> bool:
         """Block until the root has exited (not reaped); False if ``timeout`` passed first."""
@@ -218,20 +238,27 @@ class ProcessHandle:
                     return False
             if self._closed:
                 return False
-        with self._locked(0.5) as got:
-            if got and self._unreaped():
-                try:
-                    os.kill(self.pid, sig)
-                    return True
-                except OSError:
-                    return False
+        if self._pins:
+            with self._locked(0.5) as got:
+                if got and self._unreaped():
+                    try:
+                        os.kill(self.pid, sig)
+                        return True
+                    except OSError:
+                        return False
+        if self._ps is not None and self._root_alive():
+            try:
+                self._ps.send_signal(sig)  # checks the create time first
+                return True
+            except psutil.Error:
+                return False
         return False
 
     def signal_group(self, sig: int) -> None:
         """Signal the root's process group (and nothing else): ``killpg`` while the
         leader is unreaped, else each proved member."""
         with self._locked(0.1) as got:
-            if got and self._unreaped() and not self._closed:
+            if got and self._pins and self._unreaped() and not self._closed:
                 _command.signal_group(self.pid, sig)
                 return
         for ref in self._discover(group_only=True):
@@ -335,8 +362,15 @@ class ProcessHandle:
                 return not select.select([self._pidfd], [], [], 0)[0]
             if self._closed:
                 return False
-        with self._locked(0.1) as got:
-            return got and self._unreaped()
+        if self._pins:
+            with self._locked(0.1) as got:
+                if got and self._unreaped():
+                    return True
+        try:
+            return (self._ps is not None and self._ps.is_running()
+                    and self._ps.status() != psutil.STATUS_ZOMBIE)
+        except psutil.Error:
+            return False
 
     def _live_held(self) -> list[_proctree.ProcRef]:
         with self._held_lock:
