@@ -17,12 +17,22 @@ import time
 from collections.abc import Callable
 
 SLICE = 0.05
+# Off the main thread, the longest single wait: the OS calls behind Event.wait
+# and poll() overflow past ~24 days (poll's int milliseconds) or
+# threading.TIMEOUT_MAX, so a huge timeout (1e10) is waited in pieces.
+LONGEST = 3600.0
 
 
 def in_slices(wait: Callable[[float | None], bool], timeout: float | None) -> bool:
     """Call ``wait(t)`` (True once done) until done or ``timeout`` passed."""
     if threading.current_thread() is not threading.main_thread():
-        return wait(timeout)
+        if timeout is None or timeout <= LONGEST:
+            return wait(timeout)
+        end = time.monotonic() + timeout
+        while not wait(min(LONGEST, max(0.0, end - time.monotonic()))):
+            if time.monotonic() >= end:
+                return False
+        return True
     deadline = None if timeout is None else time.monotonic() + timeout
     while True:
         remaining = SLICE if deadline is None else min(SLICE, deadline - time.monotonic())

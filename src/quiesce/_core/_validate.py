@@ -7,9 +7,17 @@ import signal
 from collections.abc import Callable
 from typing import Any
 
+# A duration longer than this (~31 years) means "for ever": no wait primitive
+# takes more than ~292 years (threading.TIMEOUT_MAX) and poll() ~24 days, so a
+# bigger number would only crash a wait deep inside a background thread.
+FOREVER = 1e9
+
 
 def seconds(name: str, value: object, *, allow_none: bool = False) -> float | None:
-    """Return ``value`` as a finite, non-negative float, or raise naming ``name``."""
+    """Return ``value`` as a finite, non-negative float, or raise naming ``name``.
+
+    Beyond ``FOREVER``: None ("no limit") where None is allowed, else FOREVER.
+    """
     if value is None:
         if allow_none:
             return None
@@ -21,6 +29,8 @@ def seconds(name: str, value: object, *, allow_none: bool = False) -> float | No
         raise ValueError(f"{name} must be a finite number of seconds, got {value!r}")
     if result < 0:
         raise ValueError(f"{name} must be >= 0 seconds, got {value!r}")
+    if result > FOREVER:
+        return None if allow_none else FOREVER
     return result
 
 

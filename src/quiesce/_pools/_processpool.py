@@ -196,9 +196,14 @@ class ProcessPool(Pool):
                                    f"{self._start_error}") from self._start_error
             self._pending.append((task, payload))
             if self._dispatcher is None:
-                self._dispatcher = threading.Thread(target=self._dispatch, daemon=True,
-                                                    name=f"{self._name}-dispatcher")
-                self._dispatcher.start()
+                dispatcher = threading.Thread(target=self._dispatch, daemon=True,
+                                              name=f"{self._name}-dispatcher")
+                try:
+                    dispatcher.start()
+                except BaseException:  # thread limit: the caller hears it, nothing waits on it
+                    self._pending.remove((task, payload))
+                    raise
+                self._dispatcher = dispatcher
             self._wake()
         return task.future
 

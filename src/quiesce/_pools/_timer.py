@@ -33,8 +33,9 @@ class Timer:
                 return
             heapq.heappush(self._heap, (deadline, next(self._seq), callback))
             if self._thread is None:
-                self._thread = threading.Thread(target=self._run, name=self._name, daemon=True)
-                self._thread.start()
+                thread = threading.Thread(target=self._run, name=self._name, daemon=True)
+                thread.start()  # may raise (thread limit): then the next call_at tries again
+                self._thread = thread
             elif self._heap[0][2] is callback:
                 self._cond.notify()
 
@@ -52,7 +53,8 @@ class Timer:
                     if self._heap and self._heap[0][0] <= now:
                         callback = heapq.heappop(self._heap)[2]
                         break
-                    self._cond.wait(self._heap[0][0] - now if self._heap else None)
+                    # Bounded: Condition.wait overflows past threading.TIMEOUT_MAX.
+                    self._cond.wait(min(self._heap[0][0] - now, 3600.0) if self._heap else None)
                 else:
                     return
             try:

@@ -216,14 +216,15 @@ class ProcessHandle:
         """Block until the root has exited (not reaped); False if ``timeout`` passed first."""
         deadline = None if timeout is None else time.monotonic() + timeout
         while not self.has_exited():
-            remaining = None if deadline is None else deadline - time.monotonic()
-            if remaining is not None and remaining <= 0:
+            remaining = 3600.0 if deadline is None else deadline - time.monotonic()
+            if remaining <= 0:
                 return False
+            remaining = min(remaining, 3600.0)  # select() overflows past ~292 years
             fd = self._pidfd
             if fd is not None and not self._closed:
                 select.select([fd], [], [], remaining)
             else:
-                time.sleep(0.05 if remaining is None else min(0.05, remaining))
+                time.sleep(min(0.05, remaining))
         return True
 
     # -- signals -------------------------------------------------------------------

@@ -235,7 +235,7 @@ class _Session:
     def _wait_time(self, now: float, deadline: float | None, drain_until: float | None,
                    exited: bool, have_pidfd: bool) -> float:
         wake = [t for t in (deadline, drain_until, self.kill_at) if t is not None]
-        wait = min(wake) - now if wake else 3600.0
+        wait = min(min(wake) - now, 3600.0) if wake else 3600.0  # epoll overflows at ~24 days
         if not have_pidfd or exited:
             wait = min(wait, POLL)  # the tree is watched by polling /proc
         if threading.current_thread() is threading.main_thread():

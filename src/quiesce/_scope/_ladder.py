@@ -18,6 +18,10 @@ from quiesce._scope._worker import Worker
 # After SIGKILL, how long to wait for process monitors to reap and clear
 # what remains of each tree before giving up on a worker.
 REAP_TIMEOUT = 5.0
+# The longest single wait: Condition.wait raises OverflowError beyond
+# threading.TIMEOUT_MAX (~292 years), so a grace of 1e10 s is waited in pieces:
+# "for ever" in practice, and never a crash of the ladder thread.
+MAX_WAIT = 3600.0
 
 
 def run_ladder(workers: Sequence[Worker], *, grace: float, kill_after: float,
@@ -53,4 +57,4 @@ def _wait(workers: Sequence[Worker], deadline: float, changed: threading.Conditi
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 return
-            changed.wait(remaining)
+            changed.wait(min(remaining, MAX_WAIT))

@@ -6,7 +6,10 @@ the process root), so a stop anywhere above reaches every worker below.
 Any stop of that token (``scope.stop()``, leaving the block, a worker's
 failure, a signal or an outer scope) starts the ladder once, in a thread of
 its own; ``join`` and ``__exit__`` wait for it. ``stop()`` itself never
-blocks, so a worker may call it on its own scope.
+blocks, so a worker may call it on its own scope. If the ladder thread
+cannot be started (a thread limit, no memory), the ladder is not lost:
+the thread waiting in ``__exit__``/``join`` (or the interpreter's exit)
+runs it itself.
 """
 
 from __future__ import annotations
@@ -15,6 +18,7 @@ import itertools
 import logging
 import os
 import threading
+import time
 import weakref
 from collections.abc import Callable
 from contextvars import Token as ContextToken
@@ -137,6 +141,7 @@ class Scope:
         self._origin: StopOrigin | None = None
         self._ladder_done = threading.Event()
         self._ladder_started = False
+        self._ladder_inline = False  # started, but no thread could run it: a waiter will
         self._entered = False
         self._context_token: ContextToken[StopToken | None] | None = None
         self._worker_ids = itertools.count(1)
@@ -381,10 +386,18 @@ class Scope:
             ```
         """
         timeout = _validate.seconds("timeout", timeout, allow_none=True)
-        with self._changed:
-            if not in_slices(lambda t: self._changed.wait_for(self._all_ended, t), timeout):
-                return False
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while True:
+            self._run_ladder_if_pending()
+            remaining = None if deadline is None else max(0.0, deadline - time.monotonic())
+            with self._changed:
+                if not in_slices(lambda t: self._changed.wait_for(
+                        lambda: self._all_ended() or self._ladder_inline, t), remaining):
+                    return False
+                if not self._ladder_inline:
+                    break
         if self._ladder_started:
+            self._run_ladder_if_pending()
             in_slices(self._ladder_done.wait, None)
         self._raise_outcome()
         return True
@@ -452,6 +465,7 @@ class Scope:
         if body_error is not None:
             reason = f"scope {self.name!r} body raised {type(body_error).__name__}"
         self._token.stop(reason)
+        self._run_ladder_if_pending()
         in_slices(self._ladder_done.wait, None)
         _live_scopes.discard(self)
         errors = [] if self._errors_raised else list(self._errors)
@@ -512,8 +526,24 @@ class Scope:
                 return
             self._ladder_started = True
             self._origin = self._origin or "above"
-        threading.Thread(target=self._run_ladder, name=f"quiesce-ladder-{self.name}",
-                         daemon=True).start()
+        try:
+            threading.Thread(target=self._run_ladder, name=f"quiesce-ladder-{self.name}",
+                             daemon=True).start()
+        except BaseException as exc:  # "can't start new thread" (nproc), MemoryError
+            # Never promise a ladder nothing runs: the thread that waits for the scope
+            # (__exit__, join, interpreter exit) runs it instead.
+            log.warning("quiesce: cannot start the ladder thread of scope %r (%s: %s); "
+                        "the thread waiting for the scope runs it", self.name,
+                        type(exc).__name__, exc)
+            with self._changed:
+                self._ladder_inline = True
+                self._changed.notify_all()
+
+    def _run_ladder_if_pending(self) -> None:
+        with self._lock:
+            pending, self._ladder_inline = self._ladder_inline, False
+        if pending:
+            self._run_ladder()
 
     def _run_ladder(self) -> None:
         try:
@@ -535,7 +565,12 @@ class Scope:
             run_ladder([worker], grace=self._grace, kill_after=self._kill_after,
                        changed=self._changed, hurry=self._hurry, reason=worker.token.reason)
 
-        threading.Thread(target=ladder, name=f"quiesce-ladder-{worker.name}", daemon=True).start()
+        try:
+            threading.Thread(target=ladder, name=f"quiesce-ladder-{worker.name}",
+                             daemon=True).start()
+        except BaseException as exc:  # its token is stopped; the scope's ladder ends it
+            log.warning("quiesce: cannot start a ladder thread for worker %r (%s: %s); it "
+                        "is ended with its scope", worker.name, type(exc).__name__, exc)
 
     def _raise_outcome(self) -> None:
         if self._errors and not self._errors_raised:
@@ -611,6 +646,7 @@ def _stop_all_at_exit() -> None:
     for scope in live_scopes():
         try:
             scope._token.stop("interpreter exiting")
+            scope._run_ladder_if_pending()
             scope._ladder_done.wait()
         except Exception:
             log.exception("quiesce: stopping scope %r at exit failed", scope.name)
