@@ -421,7 +421,12 @@ class StopToken:
             if self._watched or self._fired:
                 return
             self._watched = True
-        watcher().watch(self)
+        try:
+            watcher().watch(self)
+        except BaseException:  # no thread to be had (EAGAIN): let a later crossing retry
+            with self._lock:
+                self._watched = self._crossed = False
+            raise
 
     def _fire(self) -> None:
         """Run the local callbacks once (the flag may have been set elsewhere)."""
@@ -491,10 +496,23 @@ def _run_callback(callback: Callable[[], object]) -> None:
 # -- the watcher: stops made in another process ----------------------------
 
 class _Watcher:
+    """One daemon thread firing local callbacks of tokens stopped in another process.
+
+    It must survive running out of fds (EMFILE): it waits with ``poll``
+    (``PollSelector`` needs no fd of its own, unlike epoll), and if even its
+    wake-up pipe cannot be made it polls its request queue every
+    ``_DEGRADED_POLL`` seconds instead. An error inside the loop is logged
+    and the loop goes on; a thread that could not be started (or died) is
+    started again by the next ``watch``.
+    """
+
     def __init__(self) -> None:
         self._requests: collections.deque[weakref.ref[StopToken]] = collections.deque()
-        self._wake_r, self._wake_w = os.pipe()
-        os.set_blocking(self._wake_w, False)
+        try:
+            self._wake_r, self._wake_w = os.pipe()
+            os.set_blocking(self._wake_w, False)
+        except OSError:  # EMFILE/ENFILE: work without a wake-up pipe, by polling
+            self._wake_r = self._wake_w = -1
         self._thread: threading.Thread | None = None
         self._start_lock = threading.Lock()
         self._watched: dict[int, tuple[weakref.ref[StopToken], object]] = {}
@@ -505,6 +523,8 @@ class _Watcher:
         self._wake()
 
     def _wake(self, _ref: object = None) -> None:
+        if self._wake_w < 0:
+            return  # degraded: the thread looks at its requests often anyway
         try:
             os.write(self._wake_w, b"\0")
         except (BlockingIOError, OSError):
@@ -513,10 +533,12 @@ class _Watcher:
             pass  # a token collected at interpreter exit, after `os` was torn down
 
     def _ensure_thread(self) -> None:
-        if self._thread is not None:
+        """Start the thread if it is not running; raise (e.g. RuntimeError) if it cannot be."""
+        thread = self._thread
+        if thread is not None and thread.is_alive():
             return
         with self._start_lock:
-            if self._thread is None:
+            if self._thread is None or not self._thread.is_alive():
                 thread = threading.Thread(
                     target=self._run, name="quiesce-token-watcher", daemon=True
                 )
@@ -524,21 +546,34 @@ class _Watcher:
                 self._thread = thread
 
     def _run(self) -> None:
-        selector = selectors.DefaultSelector()
-        selector.register(self._wake_r, selectors.EVENT_READ)
+        selector = _fd_free_selector()
+        if self._wake_r >= 0:
+            selector.register(self._wake_r, selectors.EVENT_READ)
+        timeout = 1.0 if self._wake_r >= 0 else _DEGRADED_POLL
+        failures = 0
         while True:
-            while self._requests:
-                self._register(selector, self._requests.popleft())
-            for key, _ in selector.select(timeout=1.0):
-                if key.fd == self._wake_r:
-                    os.read(self._wake_r, 4096)
-                else:
-                    self._unwatch(selector, key.fd)
-            # Unregister tokens that were collected, then let their cores go.
-            for fd, (ref, _core) in list(self._watched.items()):
-                if ref() is None:
-                    selector.unregister(fd)
-                    del self._watched[fd]
+            try:
+                self._run_once(selector, timeout)
+                failures = 0
+            except Exception:  # never die silently: stops made elsewhere would be lost
+                failures += 1
+                if failures == 1:
+                    log.exception("quiesce: the token watcher failed; it carries on")
+                time.sleep(min(1.0, 0.01 * failures))
+
+    def _run_once(self, selector: selectors.BaseSelector, timeout: float) -> None:
+        while self._requests:
+            self._register(selector, self._requests.popleft())
+        for key, _ in selector.select(timeout=timeout):
+            if key.fd == self._wake_r:
+                os.read(self._wake_r, 4096)
+            else:
+                self._unwatch(selector, key.fd)
+        # Unregister tokens that were collected, then let their cores go.
+        for fd, (ref, _core) in list(self._watched.items()):
+            if ref() is None:
+                selector.unregister(fd)
+                del self._watched[fd]
 
     def _register(self, selector: selectors.BaseSelector, ref: weakref.ref[StopToken]) -> None:
         token = ref()
@@ -564,6 +599,14 @@ _instance: _Watcher | None = None
 _instance_lock = threading.Lock()
 
 
+_DEGRADED_POLL = 0.05  # without a wake-up pipe: how often the watcher looks for new tokens
+
+
+def _fd_free_selector() -> selectors.BaseSelector:
+    poll_selector = getattr(selectors, "PollSelector", None)
+    return poll_selector() if poll_selector is not None else selectors.DefaultSelector()
+
+
 def watcher() -> _Watcher:
     global _instance
     if _instance is None:
@@ -582,7 +625,11 @@ _shared_tokens: weakref.WeakSet[StopToken] = weakref.WeakSet()
 def _cross_all_after_fork() -> None:
     for token in list(_shared_tokens):
         if not token.stopped:
-            token._cross()
+            try:
+                token._cross()
+            except Exception as exc:  # no watcher thread to be had now: a later fork retries
+                log.warning("quiesce: cannot watch a token for stops made in a forked child "
+                            "(%s: %s)", type(exc).__name__, exc)
 
 
 def _after_fork_in_child() -> None:

@@ -1,0 +1,70 @@
+"""A scope whose ladder thread cannot be started (RLIMIT_NPROC, run as an unprivileged user).
+
+Starts a scope with threads and a process waiting on their tokens, then
+lowers RLIMIT_NPROC to the tasks the user already has, so no new thread
+can start, and leaves the scope. The ladder must still run (in the exiting
+thread) and end every worker. Prints "cannot start a thread: ..." (the
+limit took effect), then "exited" plus the ended_by of each worker.
+"""
+
+from __future__ import annotations
+
+import os
+import resource
+import sys
+import threading
+
+import quiesce
+
+
+def wait_for_stop(token: quiesce.StopToken) -> None:
+    token.wait()
+
+
+def tasks_of_uid(uid: int) -> int:
+    count = 0
+    for pid in os.listdir("/proc"):
+        if not pid.isdigit():
+            continue
+        try:
+            if os.stat(f"/proc/{pid}").st_uid == uid:
+                count += len(os.listdir(f"/proc/{pid}/task"))
+        except OSError:
+            continue
+    return count
+
+
+def drop_root() -> None:
+    """Root ignores RLIMIT_NPROC: become ``nobody`` (modules needed later imported first)."""
+    if os.getuid() != 0:
+        return
+    import multiprocessing.popen_fork  # noqa: F401  (the interpreter's files are root's)
+    import pickle  # noqa: F401
+    import subprocess  # noqa: F401
+
+    os.chdir("/")
+    os.setgroups([])
+    os.setgid(65534)
+    os.setuid(65534)
+
+
+def main() -> None:
+    drop_root()
+    with quiesce.Scope(grace=0.5, kill_after=0.5) as scope:
+        for _ in range(3):
+            scope.thread(wait_for_stop)
+        scope.process(wait_for_stop)
+        scope.popen(["sleep", "30"])
+        quiesce.StopToken().on_stop(lambda: None)  # helper threads up before the limit
+        limit = tasks_of_uid(os.getuid())
+        resource.setrlimit(resource.RLIMIT_NPROC, (limit, limit))
+        try:
+            threading.Thread(target=lambda: None).start()
+            print("a thread still started; the limit did not take", flush=True)
+        except RuntimeError as exc:
+            print(f"cannot start a thread: {exc}", flush=True)
+    print("exited", " ".join(str(w.ended_by) for w in scope.workers), flush=True)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
