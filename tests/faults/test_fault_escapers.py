@@ -18,9 +18,10 @@ from pathlib import Path
 
 import pytest
 from escapers import expected, fork_escapers, kill_survivors, survivors
-from procs import alive
 
 import quiesce
+
+from procs import alive
 
 
 def _run_scope(tmp_path: Path, *, roots: int, depth: int, ignore_term: bool,

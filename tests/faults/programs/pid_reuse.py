@@ -34,9 +34,17 @@ ESCAPER = "trap '' TERM; echo $$ > {path}; exec sleep 60"
 def leave_escaper_and_exit(path: str) -> None:
     """A worker target: an escaper in its own session, then an exit skipping cleanup."""
     subprocess.Popen(["sh", "-c", ESCAPER.format(path=path)], start_new_session=True)
-    while not os.path.exists(path) or not open(path).read().strip():
+    while not read(path):
         time.sleep(0.01)
     os._exit(0)
+
+
+def read(path: str) -> str:
+    try:
+        with open(path) as f:
+            return f.read().strip()
+    except OSError:
+        return ""
 
 
 def wait_reaped(pid: int, timeout: float = 10.0) -> None:
@@ -75,8 +83,8 @@ def stranger_child(stranger: subprocess.Popen[bytes]) -> int:
 def escaper_pid(path: str) -> int:
     deadline = time.monotonic() + 10
     while time.monotonic() < deadline:
-        if os.path.exists(path) and open(path).read().strip():
-            return int(open(path).read())
+        if read(path):
+            return int(read(path))
         time.sleep(0.01)
     raise SystemExit("the escaper never started")
 
@@ -93,8 +101,8 @@ def run(kind: str, tmp: str) -> dict[str, object]:
     if kind == "pool":
         pool = quiesce.ProcessPool(1, grace=0.2, kill_after=KILL_AFTER)
         pool.submit(os.getpid).result()  # the worker runs
-        worker_pid = [p.pid for p in psutil.Process().children()
-                      if "_guardian" not in " ".join(p.cmdline())][0]
+        worker_pid = next(p.pid for p in psutil.Process().children()
+                          if "_guardian" not in " ".join(p.cmdline()))
         future = pool.submit(leave_escaper_and_exit, path)
         escaper = escaper_pid(path)
         wait_reaped(worker_pid)
