@@ -3,8 +3,8 @@
 Run as ``python -S -E -s _guardian.py OWNER_PID OWNER_TAG`` by
 ``_guardian_client.Guardian`` (stdlib only, never imports quiesce: it
 starts in ~10 ms and does not depend on the owner's import path). Its stdin
-is a pipe from the owner carrying lines ``+PGID`` / ``-PGID``: the process
-groups of the owner's live workers.
+is a socket from the owner carrying lines ``+PGID`` / ``-PGID``: the
+process groups of the owner's live workers.
 
 Design note
 -----------
@@ -24,6 +24,16 @@ Noticing the death, within ~1 ms on Linux, by any of:
 Rejected: PR_SET_PDEATHSIG on the guardian. It fires when the *thread* that
 forked us exits, not the owner: SIGKILL would lose the sweep and a
 catchable signal would be a false alarm needing the checks above anyway.
+
+Registrations are verified. Stdin is one end of a Unix socket pair, not a
+pipe: any process of the owner's uid could open a pipe through
+/proc/PID/fd/0 and write ``+PGID``, a socket cannot be opened that way, so
+only the owner (or what it hands the fd to) can write. And a group is
+accepted only if its leader (the process PGID) descends from the owner,
+read from /proc when the line arrives (before and after reading its
+session). Lines still unread when the owner dies cannot be checked that
+way (its children were re-parented): the socket alone vouches for them.
+Off Linux there is no /proc to verify against: the socket alone.
 
 Never a stranger: each candidate is opened (pidfd) *before* its identity is
 read again from /proc (still tagged / still in the group with the session
@@ -148,11 +158,30 @@ def sweep(tag: str, groups: dict[int, int]) -> None:
         time.sleep(0.005)
 
 
-def register(line: bytes, groups: dict[int, int]) -> None:
+def descends_from(pid: int, owner_pid: int) -> bool:
+    """Whether ``pid`` is a descendant of ``owner_pid`` (by the parent chain in /proc)."""
+    if not HAS_PROC:
+        return True  # nothing to read it from (macOS): trusted, see the design note
+    for _ in range(64):
+        data = read(f"/proc/{pid}/stat")
+        fields = data.rpartition(b")")[2].split() if data else []
+        if len(fields) < 2 or fields[0] in (b"Z", b"X"):
+            return False
+        pid = int(fields[1])
+        if pid == owner_pid:
+            return True
+        if pid <= 1:
+            return False
+    return False
+
+
+def register(line: bytes, groups: dict[int, int], owner_pid: int, verify: bool = True) -> None:
     try:
         op, pgid = line[:1], int(line[1:])
-        if op == b"+":
-            groups[pgid] = os.getsid(pgid)
+        if op == b"+" and pgid > 1 and (not verify or descends_from(pgid, owner_pid)):
+            sid = os.getsid(pgid)
+            if not verify or descends_from(pgid, owner_pid):  # the sid read was our leader's
+                groups[pgid] = sid
         elif op == b"-":
             groups.pop(pgid, None)
     except (ValueError, OSError):
@@ -176,13 +205,13 @@ def watch(owner_pid: int, groups: dict[int, int]) -> None:
                 break  # EOF: every write end is closed
             *lines, pending = (pending + data).split(b"\n")
             for line in lines:
-                register(line, groups)
+                register(line, groups, owner_pid)
         if pidfd is not None and pidfd in ready:
             break
     while data := read_stdin():  # registrations sent just before the death
         pending += data
-    for line in pending.split(b"\n"):
-        register(line, groups)
+    for line in pending.split(b"\n"):  # too late to verify: the socket vouches for them
+        register(line, groups, owner_pid, verify=False)
 
 
 def read_stdin() -> bytes | None:

@@ -3,7 +3,7 @@
 One guardian per owner process, started on first need. The owner keeps the
 only write end of the guardian's stdin (close-on-exec; closed again in a
 forked child, which gets a guardian of its own if it needs one), so the
-pipe's EOF tells the guardian the owner is gone. A daemon thread waits for
+socket's EOF tells the guardian the owner is gone. A daemon thread waits for
 the guardian, so it never lingers as a zombie in our process table; if it
 dies while we live, the next ``Guardian.get()`` starts a new one with the
 same groups. Starting it can fail (no ``sys.executable``, a zipped package,
@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import logging
 import os
+import socket
 import subprocess
 import sys
 import threading
@@ -66,7 +67,10 @@ class Guardian:
         if not sys.executable or not os.path.isfile(_SCRIPT):
             return cls._no_op(groups, f"cannot run {_SCRIPT!r} with {sys.executable!r}")
         try:
-            rfd, wfd = os.pipe()  # both close-on-exec
+            # A socket pair, not a pipe: a pipe's end can be opened again through
+            # /proc/PID/fd by any process of our uid, a socket's cannot (see _guardian).
+            ours, theirs = socket.socketpair()  # both close-on-exec
+            rfd, wfd = theirs.detach(), ours.detach()
         except OSError as exc:
             return cls._no_op(groups, str(exc))
         try:
@@ -136,7 +140,7 @@ class Guardian:
         self._exited = True
 
     def _forget_after_fork(self) -> None:
-        """In a forked child: drop the parent's write end (else EOF never comes)."""
+        """In a forked child: drop the parent's end (else EOF never comes)."""
         if self._wfd >= 0:
             os.close(self._wfd)
         self._wfd, self._proc, self._exited = -1, None, True
