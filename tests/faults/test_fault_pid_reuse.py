@@ -25,7 +25,7 @@ _WHY_NOT = unshare_reason()
 @pytest.mark.slow
 @pytest.mark.timeout(90)
 @pytest.mark.skipif(_WHY_NOT is not None, reason=_WHY_NOT or "")
-@pytest.mark.parametrize("kind", ["process", "popen", "pool"])
+@pytest.mark.parametrize("kind", ["process", "popen", "pool", "run_command"])
 def test_a_stranger_with_the_reaped_workers_pid_is_never_signalled(kind: str,
                                                                    tmp_path: Path) -> None:
     done = subprocess.run(

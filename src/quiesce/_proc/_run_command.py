@@ -12,6 +12,9 @@ exit, the deadline and the caller's token:
   SIGKILL after ``grace``, then ``TimeoutExpired`` (or ``Stopped``);
 * once the tree is dead, pipes still open (held by a process outside the
   tree) are drained for ``DRAIN_SECONDS`` and then closed.
+
+The command's life is one ``ProcessHandle`` (_proc/_handle): nothing is
+signalled by a number that could have been recycled.
 """
 
 from __future__ import annotations
@@ -29,8 +32,8 @@ from quiesce._core import _validate
 from quiesce._core._context import current_token
 from quiesce._core._errors import Stopped
 from quiesce._core._main_wait import SLICE
-from quiesce._proc import _command, _platform, _proctree
-from quiesce._proc._guardian_client import Guardian
+from quiesce._proc import _command, _proctree
+from quiesce._proc._handle import ProcessHandle
 
 DRAIN_SECONDS = 0.5
 POLL = 0.05  # without a pidfd: how often to check for the exit
@@ -108,9 +111,8 @@ def run_command(argv: _command.Argv, *, timeout: float | None = None, grace: flo
             raise TypeError("run_command: input must be bytes unless text=True")
         input = input.encode(encoding or "utf-8", errors or "strict")
 
-    tag = _proctree.new_tag()
-    proc = _command.start("run_command", argv, tag, kw)
-    session = _Session(proc, tag, grace)
+    handle, proc = ProcessHandle.start_command("run_command", argv, _proctree.new_tag(), kw)
+    session = _Session(proc, handle, grace)
     try:
         out, err = session.communicate(input, timeout)
     finally:
@@ -139,9 +141,9 @@ def _decode(data: bytes | None, encoding: str | None, errors: str | None) -> str
 class _Session:
     """One command's run: the read/write loop and the ladder on its tree."""
 
-    def __init__(self, proc: subprocess.Popen[Any], tag: str, grace: float) -> None:
+    def __init__(self, proc: subprocess.Popen[Any], handle: ProcessHandle, grace: float) -> None:
         self.proc = proc
-        self.tag = tag
+        self.handle = handle
         self.grace = grace
         self.timed_out = False
         self.stopped_by: str | None = None
@@ -166,9 +168,9 @@ class _Session:
                 sel.register(proc.stdin.fileno(), selectors.EVENT_WRITE, "write")
             else:
                 proc.stdin.close()
-        pidfd = _platform.pidfd_open(proc.pid)
-        if pidfd is not None:
-            sel.register(pidfd, selectors.EVENT_READ, "exit")
+        have_pidfd = self.handle.has_pidfd
+        if have_pidfd:
+            sel.register(self.handle.exit_fd, selectors.EVENT_READ, "exit")
         sel.register(token.fileno(), selectors.EVENT_READ, "token")
         drain_until: float | None = None
         try:
@@ -191,7 +193,7 @@ class _Session:
                 if drain_until is not None and now >= drain_until:
                     break  # a process outside the tree holds a pipe: stop reading
                 for key, _ in sel.select(self._wait_time(now, deadline, drain_until, exited,
-                                                         pidfd is not None)):
+                                                         have_pidfd)):
                     if key.data == "exit":
                         sel.unregister(key.fd)
                     elif key.data == "token":
@@ -209,8 +211,6 @@ class _Session:
                             sel.unregister(key.fd)
         finally:
             sel.close()
-            if pidfd is not None:
-                os.close(pidfd)
         results: list[bytes | None] = []
         for stream in (proc.stdout, proc.stderr):
             if stream is None:
@@ -230,7 +230,7 @@ class _Session:
                     stream.close()
                 except OSError:
                     pass
-        Guardian.get().unwatch_group(self.proc.pid)
+        self.handle.close()
 
     def _wait_time(self, now: float, deadline: float | None, drain_until: float | None,
                    exited: bool, have_pidfd: bool) -> float:
@@ -258,19 +258,16 @@ class _Session:
         return pending
 
     def _remains(self) -> bool:
-        return bool(_proctree.snapshot(tag=self.tag, pgid=self.proc.pid, include_root=False))
+        return bool(self.handle.remains())
 
     def _terminate_tree(self, include_root: bool = True) -> None:
         if self.kill_at is not None:
             return
         self.kill_at = time.monotonic() + self.grace
-        if include_root and self.proc.poll() is None:
-            _command.signal_group(self.proc.pid, signal.SIGTERM)
-        _proctree.signal_tree(signal.SIGTERM, tag=self.tag, pgid=self.proc.pid,
-                              include_root=False)
+        if include_root:
+            self.handle.signal_group(signal.SIGTERM)  # by number only while provably ours
+        self.handle.signal_tree(signal.SIGTERM, include_root=False)
 
     def _kill_tree(self) -> None:
         self.killed = True
-        if self.proc.poll() is None:
-            self.proc.kill()
-        _proctree.kill_tree(tag=self.tag, pgid=self.proc.pid, include_root=False, timeout=5.0)
+        self.handle.kill_tree()  # stopped, members killed, then the command itself

@@ -2,7 +2,7 @@
 
 ``unshare --pid --fork --mount-proc python pid_reuse.py KIND DIR``. PID 1
 forks the test and reaps every orphan until the test ends (as an init
-would). The test starts a worker of KIND (process, popen, pool) that
+would). The test starts a worker of KIND (process, popen, pool, run_command) that
 leaves a SIGTERM-ignoring escaper behind (own session, so the worker's
 group empties) and exits on its own. Once the worker is reaped, while
 quiesce still ends the escaper, the namespace's next PID is set to the
@@ -20,6 +20,7 @@ import json
 import os
 import subprocess
 import sys
+import threading
 import time
 from typing import Any
 
@@ -113,6 +114,9 @@ def run(kind: str, tmp: str) -> dict[str, object]:
         except quiesce.ProcessDied:
             pass
         pool.shutdown()
+    elif kind == "run_command":
+        run_command_with_a_stranger(tmp, path)
+        escaper, stranger, child = FOUND["escaper"], FOUND["stranger"], FOUND["child"]
     else:
         try:
             scope_with_a_stranger(kind, tmp, path)
@@ -123,6 +127,27 @@ def run(kind: str, tmp: str) -> dict[str, object]:
 
 
 FOUND: dict[str, Any] = {}
+
+
+def run_command_with_a_stranger(tmp: str, path: str) -> None:
+    """run_command ends the escaper (SIGKILL after grace) after the command's PID went away."""
+    script, pid_file = os.path.join(tmp, "escaper.sh"), os.path.join(tmp, "command")
+    with open(script, "w") as f:
+        f.write(ESCAPER.format(path=path))
+
+    def make_stranger() -> None:
+        while not read(pid_file):
+            time.sleep(0.01)
+        FOUND["escaper"] = escaper_pid(path)
+        wait_reaped(int(read(pid_file)))
+        FOUND["stranger"] = stranger = stranger_at(int(read(pid_file)))
+        FOUND["child"] = stranger_child(stranger)
+
+    helper = threading.Thread(target=make_stranger)
+    helper.start()
+    quiesce.run_command(["sh", "-c", f"echo $$ > {pid_file}; setsid sh {script} & "
+                         f"while [ ! -s {path} ]; do sleep 0.01; done"], grace=KILL_AFTER)
+    helper.join()
 
 
 def scope_with_a_stranger(kind: str, tmp: str, path: str) -> None:
