@@ -36,3 +36,25 @@ def unshare_reason() -> str | None:
 
 def program(name: str) -> str:
     return str(PROGRAMS / name)
+
+
+def tagged(tag: str) -> list[tuple[int, str]]:
+    """Live (not zombie) processes whose environment holds QUIESCE_TEST_TAG=``tag``."""
+    needle = f"QUIESCE_TEST_TAG={tag}".encode()
+    found = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit() or int(entry) == os.getpid():
+            continue
+        try:
+            with open(f"/proc/{entry}/environ", "rb") as f:
+                if needle not in f.read():
+                    continue
+            with open(f"/proc/{entry}/stat", "rb") as f:
+                if f.read().rpartition(b")")[2].split()[0] == b"Z":
+                    continue
+            with open(f"/proc/{entry}/cmdline", "rb") as f:
+                cmd = f.read().replace(b"\0", b" ").decode(errors="replace").strip()
+        except (OSError, IndexError):
+            continue
+        found.append((int(entry), cmd))
+    return found

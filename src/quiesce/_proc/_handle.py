@@ -257,17 +257,28 @@ class ProcessHandle:
 
     def signal_group(self, sig: int) -> None:
         """Signal the root's process group (and nothing else): ``killpg`` while the
-        leader is unreaped, else each proved member."""
+        leader is unreaped, else each proved member. A stopped member is continued
+        after any catchable signal, so it handles it within the grace."""
         with self._locked(0.1) as got:
             if got and self._pins and self._unreaped() and not self._closed:
                 _command.signal_group(self.pid, sig)
+                if _wakes(sig):
+                    _command.signal_group(self.pid, signal.SIGCONT)
                 return
         for ref in self._discover(group_only=True):
-            ref.send(sig)
+            if ref.send(sig) and _wakes(sig):
+                ref.send(signal.SIGCONT)
 
     def signal_tree(self, sig: int, *, include_root: bool = True) -> int:
-        """Signal the root (optionally) and every proved member; how many were signalled."""
-        count = int(include_root and self.signal(sig))
+        """Signal the root (optionally) and every proved member; how many were signalled.
+
+        A stopped process is continued after any catchable signal (see signal_group).
+        """
+        count = 0
+        if include_root and self.signal(sig):
+            count = 1
+            if _wakes(sig):
+                self.signal(signal.SIGCONT)
         seen: set[int] = set()
         for _ in range(_MAX_ROUNDS):
             fresh = [r for r in self._discover() if r.pid not in seen]
@@ -275,7 +286,10 @@ class ProcessHandle:
                 break
             for ref in fresh:
                 seen.add(ref.pid)
-                count += ref.send(sig)
+                if ref.send(sig):
+                    count += 1
+                    if _wakes(sig):
+                        ref.send(signal.SIGCONT)
         return count
 
     def kill_tree(self, *, timeout: float = KILL_TIMEOUT) -> bool:
@@ -446,6 +460,11 @@ class ProcessHandle:
                 if anchor_info is not None and anchor_info[1] == self.pid and anchor.alive():
                     return True
         return False
+
+
+def _wakes(sig: int) -> bool:
+    """Whether ``sig`` must be followed by SIGCONT (a stopped process would not see it)."""
+    return sig not in (signal.SIGKILL, signal.SIGSTOP, signal.SIGCONT)
 
 
 def _leads_group(pid: int) -> bool:

@@ -83,6 +83,7 @@ class ProcessWorker(Worker):
         self._ladder_step = max(self._ladder_step, 2)
         if self._handle is not None:
             self._handle.signal(signal.SIGTERM)
+            self._handle.signal(signal.SIGCONT)  # a stopped child handles it now, not at SIGKILL
 
     def _kill(self) -> None:
         self._ladder_step = 3
