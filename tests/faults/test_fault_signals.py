@@ -15,13 +15,15 @@ import os
 import signal
 import subprocess
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from escapee_targets import ignores_its_token, slow_cleanup
-from procs import alive
 
 import quiesce
+
+from procs import alive
 
 
 def _wait_for(path: Path) -> None:
@@ -32,7 +34,7 @@ def _wait_for(path: Path) -> None:
 
 
 @pytest.fixture()
-def stranger() -> subprocess.Popen[bytes]:
+def stranger() -> Iterator[subprocess.Popen[bytes]]:
     proc = subprocess.Popen(["sleep", "60"])
     yield proc
     assert alive(proc.pid), "an unrelated process was signalled"
