@@ -7,9 +7,10 @@ import signal
 from collections.abc import Callable
 from typing import Any
 
-# A duration longer than this (~31 years) means "for ever": no wait primitive
-# takes more than ~292 years (threading.TIMEOUT_MAX) and poll() ~24 days, so a
-# bigger number would only crash a wait deep inside a background thread.
+# A duration or limit longer than this (~31 years) means "for ever": no wait
+# primitive takes more than ~292 years (threading.TIMEOUT_MAX) and poll() ~24
+# days, so a bigger number would only crash a wait deep inside a background
+# thread (limit_seconds and deadline_time make it "no limit" too).
 FOREVER = 1e9
 
 
@@ -38,11 +39,6 @@ def required_seconds(name: str, value: object) -> float:
     result = seconds(name, value)
     assert result is not None
     return result
-
-
-# A limit further away than this (~31 years) is "no limit": a deadline that far
-# would only risk overflowing a wait (Condition.wait refuses > TIMEOUT_MAX).
-FOREVER = 1e9
 
 
 def limit_seconds(name: str, value: object) -> float | None:
