@@ -1,7 +1,7 @@
 """Never a hang: no thread to be had, no fd to be had, durations beyond any wait.
 
 Each program runs under a real limit (RLIMIT_NPROC as an unprivileged
-user, ``prlimit --nofile``) in a child process with a hard timeout: a hang
+user, RLIMIT_AS, ``prlimit --nofile``) in a child process with a hard timeout: a hang
 fails the test instead of the suite. Negative controls, run by hand with
 PYTHONPATH at the sources before these fixes: the ladder program hung
 (killed by the timeout) and the watcher program printed
@@ -27,8 +27,9 @@ import quiesce
 
 
 @pytest.mark.slow
-def test_scope_exit_runs_the_ladder_itself_when_no_thread_can_start() -> None:
-    done = subprocess.run([sys.executable, program("ladder_no_thread.py")], cwd="/",
+@pytest.mark.parametrize("limit", ["nproc", "as"])
+def test_scope_exit_runs_the_ladder_itself_when_no_thread_can_start(limit: str) -> None:
+    done = subprocess.run([sys.executable, program("ladder_no_thread.py"), limit], cwd="/",
                           capture_output=True, text=True, timeout=40)
     assert "cannot start a thread: can't start new thread" in done.stdout, done.stdout
     assert "the thread waiting for the scope runs it" in done.stderr

@@ -1,4 +1,4 @@
-"""A scope whose ladder thread cannot be started (RLIMIT_NPROC, run as an unprivileged user).
+"""A scope whose ladder thread cannot be started (RLIMIT_NPROC as ``nobody``, or RLIMIT_AS).
 
 Starts a scope with threads and a process waiting on their tokens, then
 lowers RLIMIT_NPROC to the tasks the user already has, so no new thread
@@ -48,16 +48,35 @@ def drop_root() -> None:
     os.setuid(65534)
 
 
+def vm_size() -> int:
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith("VmSize:"):
+                return int(line.split()[1]) * 1024
+    raise RuntimeError("no VmSize")
+
+
+def limit_threads(how: str) -> None:
+    """No new thread from now on: by RLIMIT_NPROC, or RLIMIT_AS (no room for a stack)."""
+    if how == "nproc":
+        limit = tasks_of_uid(os.getuid())
+        resource.setrlimit(resource.RLIMIT_NPROC, (limit, limit))
+    else:
+        room = vm_size() + 4 * 1024 * 1024  # heap to spare, not an 8 MiB thread stack
+        resource.setrlimit(resource.RLIMIT_AS, (room, resource.RLIM_INFINITY))
+
+
 def main() -> None:
-    drop_root()
+    how = sys.argv[1] if len(sys.argv) > 1 else "nproc"
+    if how == "nproc":
+        drop_root()
     with quiesce.Scope(grace=0.5, kill_after=0.5) as scope:
         for _ in range(3):
             scope.thread(wait_for_stop)
         scope.process(wait_for_stop)
         scope.popen(["sleep", "30"])
         quiesce.StopToken().on_stop(lambda: None)  # helper threads up before the limit
-        limit = tasks_of_uid(os.getuid())
-        resource.setrlimit(resource.RLIMIT_NPROC, (limit, limit))
+        limit_threads(how)
         try:
             threading.Thread(target=lambda: None).start()
             print("a thread still started; the limit did not take", flush=True)
