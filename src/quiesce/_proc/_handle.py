@@ -229,7 +229,10 @@ class ProcessHandle:
 
     # -- signals -------------------------------------------------------------------
     def signal(self, sig: int) -> bool:
-        """Signal the root alone; False once it has exited (never another process)."""
+        """Signal the root alone; False once it is reaped (never another process).
+
+        Until the reap it may be a zombie: still ours, and the signal harmless.
+        """
         with self._fd_lock:
             if self._pidfd is not None:
                 try:
