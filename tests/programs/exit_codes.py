@@ -5,5 +5,5 @@ import signal
 from quiesce._cli._supervise import Options, supervise
 
 if __name__ == "__main__":
-    options = Options(grace=5.0, kill_after=5.0, stop_signal=signal.SIGTERM)
+    options = Options(grace=5.0, stop_signal=signal.SIGTERM)
     print(" ".join(str(supervise(["sh", "-c", f"exit {n}"], options)) for n in range(256)))

@@ -2,101 +2,285 @@
 
 Usage errors exit 125, like GNU ``timeout``'s own failures, so they can
 never be mistaken for the command's status; the message names the option.
+
+``quiesce run`` parses its options with the small table-driven parser below,
+GNU ``getopt_long`` style as tini, dumb-init and ``timeout`` do: short
+options cluster (``-vc``, ``-s0``, ``-k1``), long ones take ``--opt=V`` or
+``--opt V`` and unambiguous prefixes (``--fore``), and the first word that
+is not an option (or ``--``) starts COMMAND. Adding an option is one row in
+``RUN_OPTIONS`` plus its use in ``_run_options``.
+
+Rejected for ``run``: argparse. Its import (with ``re`` and ``gettext``)
+alone costs more than the whole start-up budget (``quiesce run -- true``
+within 1.5x of ``python -c pass``). ``quiesce doctor`` starts a Python
+program anyway, so it keeps argparse.
 """
 
 from __future__ import annotations
 
-import argparse
+import os
 import sys
-from collections.abc import Sequence
-from typing import NoReturn
 
 from quiesce._cli import _supervise
 from quiesce._cli._durations import EXAMPLES, parse_duration
-from quiesce._core._validate import signal_number
+from quiesce._cli._signames import CATCHABLE, parse_signal
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from collections.abc import Sequence
+
+EXIT_USAGE = _supervise.EXIT_FAILURE
 
 
-class _Parser(argparse.ArgumentParser):
-    def error(self, message: str) -> NoReturn:
-        self.print_usage(sys.stderr)
-        self.exit(_supervise.EXIT_FAILURE, f"{self.prog}: error: {message}\n")
+class Option:
+    """One row of the option table: its spellings, whether it takes a value, its help."""
+
+    __slots__ = ("dest", "help", "metavar", "names", "optional", "repeat")
+
+    def __init__(self, *names: str, metavar: str = "", help: str = "", optional: bool = False,
+                 repeat: bool = False) -> None:
+        self.names = names
+        self.metavar = metavar  # empty: a flag without a value
+        self.help = help
+        self.optional = optional  # the value only as --opt=VALUE (else the const "")
+        self.repeat = repeat
+        self.dest = next(n for n in names if n.startswith("--"))
 
 
-def _duration(text: str) -> float:
+RUN_OPTIONS = [
+    Option("-s", "--signal", metavar="SIG",
+           help="the stop signal: at a stop, on --timeout, to what the command leaves "
+                "(name or number, 0 for none; default TERM)"),
+    Option("-k", "--kill-after", "--grace", metavar="S",
+           help=f"SIGKILL to everything left this long after the stop began ({EXAMPLES}; "
+                "default 10)"),
+    Option("--timeout", metavar="S",
+           help="send the stop signal after this long; exit 124 (0: no timeout)"),
+    Option("--preserve-status", help="on --timeout, exit with the command's own status"),
+    Option("--foreground", help="as GNU timeout: the command stays in our process group and "
+                                "may read the terminal; only it is signalled on --timeout"),
+    Option("-c", "--single-child", help="as dumb-init -c: signals go to the command only, and "
+                                        "what it leaves behind is left alone"),
+    Option("-r", "--rewrite", metavar="S:R", repeat=True,
+           help="forward signal S as R (R 0: drop it); may repeat"),
+    Option("-e", "--expect-exit", metavar="CODE", repeat=True,
+           help="exit 0 when the command exits CODE (tini -e); may repeat"),
+    Option("-p", "--pdeathsig", metavar="SIG",
+           help="when our parent dies, act as if SIG arrived (tini -p)"),
+    Option("-v", "--verbose", help="say on stderr what is forwarded, signalled and reaped"),
+    Option("-V", "--version", help="print the version and exit"),
+    Option("-h", "--help", help="print this help and exit"),
+]
+
+RUN_USAGE = "usage: quiesce run [OPTION]... [--] COMMAND [ARG]...\n"
+TOP_USAGE = ("usage: quiesce run [OPTION]... [--] COMMAND [ARG]...\n"
+             "       quiesce doctor [OPTION]... -- python SCRIPT [ARG]...\n"
+             "       quiesce --version\n")
+
+
+class UsageError(Exception):
+    pass
+
+
+def parse_options(options: Sequence[Option], argv: Sequence[str]
+                  ) -> tuple[dict[str, list[tuple[str, str]]], list[str]]:
+    """Split ``argv`` into the command and {long name: [(as spelled, value)...]}.
+
+    UsageError names the option.
+    """
+    short = {n: o for o in options for n in o.names if not n.startswith("--")}
+    long = {n: o for o in options for n in o.names if n.startswith("--")}
+    found: dict[str, list[tuple[str, str]]] = {}
+
+    def store(option: Option, spelled: str, value: str) -> None:
+        if option.dest in found and not option.repeat and option.metavar:
+            raise UsageError(f"{spelled}: given twice")
+        found.setdefault(option.dest, []).append((spelled, value))
+
+    i = 0
+    while i < len(argv):
+        arg = argv[i]
+        if arg == "--":
+            return found, list(argv[i + 1:])
+        if arg.startswith("--"):
+            key, eq, value = arg.partition("=")
+            matches = [long[key]] if key in long else list(
+                {id(o): o for n, o in long.items() if n.startswith(key)}.values())
+            if len(matches) != 1:
+                raise UsageError(f"unrecognized option {key!r}" if not matches
+                                 else f"option {key!r} is ambiguous")
+            option = matches[0]
+            if not option.metavar and eq:
+                raise UsageError(f"{key}: takes no value")
+            if option.metavar and not eq and not option.optional:
+                i += 1
+                if i >= len(argv):
+                    raise UsageError(f"{key}: needs a value ({option.metavar})")
+                value = argv[i]
+            store(option, key, value)
+        elif arg.startswith("-") and len(arg) > 1:
+            j = 1
+            while j < len(arg):
+                flag = "-" + arg[j]
+                if flag not in short:
+                    raise UsageError(f"unrecognized option {flag!r}")
+                option = short[flag]
+                if not option.metavar:
+                    store(option, flag, "")
+                    j += 1
+                    continue
+                value = arg[j + 1:]
+                if not value:
+                    i += 1
+                    if i >= len(argv):
+                        raise UsageError(f"{flag}: needs a value ({option.metavar})")
+                    value = argv[i]
+                store(option, flag, value)
+                break
+        else:
+            return found, list(argv[i:])
+        i += 1
+    return found, []
+
+
+def _help(options: Sequence[Option], usage: str) -> str:
+    lines = [usage, "Run COMMAND in its own process group as a child subreaper; forward every "
+             "signal; reap every zombie;\nwhen COMMAND exits, a stop signal arrives or "
+             "--timeout fires, end every descendant.\nExit status: COMMAND's, 128+N for "
+             "signal N, 124 timeout (137 if SIGKILL was needed), 125 quiesce's\nown failure, "
+             "126 not executable, 127 not found.\n\nOptions:"]
+    for option in options:
+        spelled = ", ".join(option.names)
+        if option.metavar:
+            spelled += f"[={option.metavar}]" if option.optional else f" {option.metavar}"
+        lines.append(f"  {spelled:<28} {option.help}")
+    return "\n".join(lines) + "\n"
+
+
+def _signal(option: str, text: str, *, allow_zero: bool = True) -> int:
     try:
-        return parse_duration(text)
+        return parse_signal(option, text, allow_zero=allow_zero)
     except ValueError as exc:
-        raise argparse.ArgumentTypeError(str(exc)) from None
+        raise UsageError(str(exc)) from None
 
 
-def _signal(text: str) -> str:
+def _duration(option: str, text: str) -> float:
     try:
-        return signal_number("--signal", text).name
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"unknown signal {text!r} (e.g. TERM, INT, 15)") from None
+        return parse_duration(text, option)
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
 
 
-def _add_ladder_options(parser: argparse.ArgumentParser, grace: float) -> None:
-    parser.add_argument("--grace", type=_duration, default=grace, metavar="S",
-                        help=f"after the stop signal, how long before SIGKILL ({EXAMPLES}; "
-                             f"default {grace:g})")
-    parser.add_argument("--kill-after", type=_duration, default=5.0, metavar="S",
-                        help="after SIGKILL, how long to wait for the tree to be gone "
-                             "before giving up with status 125 (default 5)")
-    parser.add_argument("--signal", type=_signal, default="SIGTERM", metavar="SIG",
-                        help="the stop signal for descendants (default TERM)")
-    parser.add_argument("--verbose", "-v", action="store_true",
-                        help="say on stderr what is forwarded, signalled and reaped")
+def _rewrite(option: str, text: str) -> tuple[int, int]:
+    source, colon, target = text.partition(":")
+    if not colon or not source or not target:
+        raise UsageError(f"{option}: {text!r} is not S:R (e.g. TERM:INT, 15:2, WINCH:0)")
+    from_signal = _signal(option, source, allow_zero=False)
+    if from_signal not in CATCHABLE:
+        raise UsageError(f"{option}: {source!r} cannot be caught, so not rewritten")
+    return from_signal, _signal(option, target)
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = _Parser(prog="quiesce", description="End a command and its whole process tree, "
-                     "cleanly and for sure.")
-    commands = parser.add_subparsers(dest="subcommand", required=True, metavar="COMMAND",
-                                     parser_class=_Parser)
-    run = commands.add_parser(
-        "run", help="supervise a command: forward signals, reap, leave nothing behind",
-        description="Run COMMAND in its own process group as a child subreaper; forward "
-                    "TERM, INT, HUP, QUIT, USR1, USR2; reap every zombie; when COMMAND "
-                    "exits, a stop signal arrives or --timeout fires, end every descendant. "
-                    "Exit status: COMMAND's, 128+N for signal N, 124 timeout, 125 quiesce's "
-                    "own failure, 126 not executable, 127 not found.")
-    _add_ladder_options(run, grace=10.0)
-    run.add_argument("--timeout", type=_duration, default=None, metavar="S",
-                     help="stop the command after this long (status 124)")
-    run.add_argument("command", nargs=argparse.REMAINDER, metavar="-- COMMAND [ARG...]")
-    doctor = commands.add_parser(
-        "doctor", help="run a Python program; say what keeps it alive after main ends",
-        description="Run `python SCRIPT ...` or `python -m MODULE ...`. When its main code "
-                    "has finished but the process does not end, print every live "
-                    "non-daemon thread with its stack, every child process with its command "
-                    "line and the pools with running tasks; again every --every seconds.")
-    _add_ladder_options(doctor, grace=10.0)
-    doctor.add_argument("--after", type=_duration, default=1.0, metavar="S",
-                        help="how long after main ends to wait before reporting (default 1)")
-    doctor.add_argument("--every", type=_duration, default=10.0, metavar="S",
-                        help="report again this often while the program hangs (default 10)")
-    doctor.add_argument("command", nargs=argparse.REMAINDER, metavar="-- python SCRIPT [ARG...]")
-    return parser
+def _exit_code(option: str, text: str) -> int:
+    if not text.strip().isdigit() or not 0 <= int(text) <= 255:
+        raise UsageError(f"{option}: {text!r} is not an exit status (0 to 255)")
+    return int(text)
+
+
+def _run_options(found: dict[str, list[tuple[str, str]]]) -> _supervise.Options:
+    def last(dest: str) -> tuple[str, str] | None:
+        return found[dest][-1] if dest in found else None
+
+    grace = last("--kill-after")
+    timeout = last("--timeout")
+    stop = last("--signal")
+    pdeathsig = last("--pdeathsig")
+    return _supervise.Options(
+        grace=10.0 if grace is None else _duration(*grace),
+        timeout=None if timeout is None else (_duration(*timeout) or None),
+        stop_signal=15 if stop is None else _signal(*stop),
+        verbose="--verbose" in found,
+        single_child="--single-child" in found,
+        rewrite=dict(_rewrite(*pair) for pair in found.get("--rewrite", [])),
+        expect_exit=frozenset(_exit_code(*pair) for pair in found.get("--expect-exit", [])),
+        pdeathsig=0 if pdeathsig is None else _signal(*pdeathsig, allow_zero=False),
+        preserve_status="--preserve-status" in found,
+        foreground="--foreground" in found,
+    )
+
+
+def _write(fd: int, text: str) -> None:
+    try:
+        os.write(fd, text.encode())
+    except OSError:
+        pass  # a closed stdout/stderr must not change the exit status
+
+
+def _usage_error(message: str, usage: str = RUN_USAGE) -> int:
+    _write(2, f"{usage}quiesce run: error: {message}\n")
+    return EXIT_USAGE
+
+
+def _flush_and_exit(status: int) -> None:
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            if stream is not None:
+                stream.flush()
+        except (OSError, ValueError):
+            pass  # closed or broken: nothing of ours was in it
+    os._exit(status)
+
+
+def _version() -> str:
+    from quiesce import __version__
+
+    return f"quiesce {__version__}\n"
+
+
+def run_main(argv: Sequence[str]) -> int:
+    """``quiesce run ARGV...``: parse, then supervise; the exit status."""
+    try:
+        found, command = parse_options(RUN_OPTIONS, argv)
+        if "--help" in found:
+            _write(1, _help(RUN_OPTIONS, RUN_USAGE))
+            return 0
+        if "--version" in found:
+            _write(1, _version())
+            return 0
+        options = _run_options(found)
+    except UsageError as exc:
+        return _usage_error(str(exc))
+    if not command:
+        return _usage_error("give the command to run after --")
+    return _supervise.supervise(command, options)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
-    command = list(args.command)
-    if command[:1] == ["--"]:
-        command = command[1:]
-    if not command:
-        parser.error(f"{args.subcommand}: give the command to run after --")
-    options = _supervise.Options(grace=args.grace, kill_after=args.kill_after,
-                                 timeout=getattr(args, "timeout", None),
-                                 stop_signal=signal_number("--signal", args.signal),
-                                 verbose=args.verbose)
-    if args.subcommand == "doctor":
-        from quiesce._cli._diagnose import doctor
+    """The ``quiesce`` command; returns the exit status.
 
-        try:
-            return doctor(command, options, after=args.after, every=args.every)
-        except ValueError as exc:
-            parser.error(str(exc))
-    return _supervise.supervise(command, options)
+    Called as the program (``argv`` None), ``quiesce run`` ends the process
+    itself with ``os._exit``: the supervisor has nothing to tear down (it
+    writes to stderr unbuffered, registers no ``atexit``), and interpreter
+    finalization would write to nearly every page of memory, each write a
+    copy-on-write fault while the watcher still shares those pages; that is
+    a tenth of the start-up budget.
+    """
+    args = list(sys.argv[1:] if argv is None else argv)
+    if args[:1] == ["run"]:
+        status = run_main(args[1:])
+        if argv is None:
+            _flush_and_exit(status)
+        return status
+    if args[:1] in (["-V"], ["--version"]):
+        _write(1, _version())
+        return 0
+    if args[:1] in (["-h"], ["--help"]):
+        _write(1, TOP_USAGE)
+        return 0
+    if args[:1] == ["doctor"]:
+        from quiesce._cli._doctor_cli import doctor_main
+
+        return doctor_main(args[1:])
+    _write(2, TOP_USAGE + ("quiesce: error: give a subcommand: run or doctor\n" if not args
+                           else f"quiesce: error: unknown subcommand {args[0]!r}\n"))
+    return EXIT_USAGE

@@ -1,67 +1,90 @@
 """``quiesce run``: supervise one command and everything it starts.
 
-One thread, one loop: Python-level handlers for every forwarded signal and
-SIGCHLD, with ``signal.set_wakeup_fd`` so the loop wakes in ``select`` the
-moment any arrives (tini and dumb-init use signalfd/sigwait; the wakeup fd
-is Python's equivalent). Each wake-up reaps every zombie with
+One thread, one loop: a Python-level handler for every catchable signal,
+with ``signal.set_wakeup_fd`` so the loop wakes in ``select`` the moment
+any arrives (tini and dumb-init use sigwait/signalfd; the wakeup fd is
+Python's equivalent). Each wake-up reaps every zombie with
 ``waitpid(-1, WNOHANG)`` in a loop, so a storm of orphans never piles up.
+Every catchable signal is caught, so none can kill the supervisor before
+its tree is gone; each is forwarded (``-r`` may rewrite or drop it).
 
-The command runs in a process group of its own with a tag in its
-environment; on Linux we are the child subreaper (PID 1 in a container
-already is one), so descendants that double-fork or ``setsid`` are
-re-parented to us: still our descendants, still reaped here. Off Linux the
-tag finds them (see _proctree).
+The command runs in a process group of its own (``_launch`` sets it up,
+hands it the terminal, and restores the signal state we were given); on
+Linux we are the child subreaper (PID 1 in a container already is one), so
+descendants that double-fork or ``setsid`` are re-parented to us: still our
+descendants, still reaped here, found by the parent chain (``_tree``).
+The watcher (``_watcher``) ends the tree if we are SIGKILLed.
 
-Rejected: signalfd or ``sigwait`` (Python has no signalfd, and blocking
-the signals would leak the mask into the command unless reset between
-fork and exec); a SIGCHLD handler that reaps inside the handler (Python
-runs handlers between bytecodes of the main thread anyway, so the loop is
-as prompt and simpler); polling ``waitpid`` on a timer (zombies would
-wait for the next tick).
+Endings, one grace clock: a stop (SIGTERM or SIGINT, forwarded), the
+timeout (``--timeout`` or SIGALRM then), or the command exiting while
+descendants remain. The group gets the stop signal (and SIGCONT, so a
+stopped process acts on it, as systemd does); descendants outside the group
+get it once the command has exited; ``-k/--grace`` after the first of these
+events, SIGKILL to everything left; then we wait (at most ``KILL_WAIT``)
+until the tree is empty and reaped. Only then do we exit. Repeated signals
+are forwarded, never escalated. tini and dumb-init exit when the command
+does, and what it left is killed by the kernel (PID 1) or orphaned
+(tini#180, dumb-init#212).
 
-Endings, all by one procedure (``_begin_stop``): a stop signal (forwarded
-to the command's group first), ``--timeout``, or the command exiting while
-descendants remain. Every remaining descendant gets ``--signal``; after
-``--grace`` SIGKILL; then we wait (at most ``--kill-after``) until the tree
-is empty and reaped. Only then do we exit: tini and dumb-init exit when
-the command does, and what it left behind is killed by the kernel (PID 1)
-or orphaned (tini#180, dumb-init#212).
+Rejected: signalfd or ``sigwait`` (Python has no signalfd; a blocked mask
+would leak into the command unless reset between fork and exec, which
+``_launch`` does anyway, but ``sigwait`` cannot also wait for a timeout on
+old Pythons and the wakeup fd needs no mask at all); polling ``waitpid`` on
+a timer (zombies would wait for the next tick); escalating on a second
+SIGTERM (a manager that repeats its signal would cut the grace it gave).
 """
 
 from __future__ import annotations
 
-import dataclasses
-import errno
 import os
 import select
-import signal
-import subprocess
 import sys
 import time
-from collections.abc import Mapping, Sequence
-from types import FrameType
 
-from quiesce._proc import _platform, _proctree
-from quiesce._proc._command import signal_group
+from quiesce._cli import _launch, _tree, _watcher
+from quiesce._cli._signames import CATCHABLE, JOB_CONTROL, name, sig
 
-FORWARDED = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGQUIT,
-             signal.SIGUSR1, signal.SIGUSR2)
-STOPPING = frozenset({signal.SIGTERM, signal.SIGINT})
-POLL = 0.02  # while stopping: how often to look whether the tree is empty yet
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from collections.abc import Mapping, Sequence
+    from types import FrameType
 
 EXIT_TIMEOUT = 124
-EXIT_FAILURE = 125
-EXIT_NOT_EXECUTABLE = 126
-EXIT_NOT_FOUND = 127
+EXIT_FAILURE = _launch.EXIT_FAILURE
+EXIT_NOT_EXECUTABLE = _launch.EXIT_NOT_EXECUTABLE
+EXIT_NOT_FOUND = _launch.EXIT_NOT_FOUND
+KILL_WAIT = 5.0  # after SIGKILL, how long the tree may take to be gone before we give up
+POLL = 0.02  # while ending without a subreaper: how often to look whether the tree is empty
+_LONGEST_WAIT = 3600.0  # select() refuses huge timeouts; we wake up and wait again
+# Python ignores these two itself before any code runs: their state at exec is unknowable.
+_SET_BY_PYTHON = frozenset({int(sig.SIGPIPE), int(sig.SIGXFSZ)})
+_STOPS = frozenset({int(sig.SIGTERM), int(sig.SIGINT)})
 
 
-@dataclasses.dataclass(frozen=True)
+_subreaper_already = False
+
+
 class Options:
-    grace: float = 10.0
-    kill_after: float = 5.0
-    timeout: float | None = None
-    stop_signal: signal.Signals = signal.SIGTERM
-    verbose: bool = False
+    """What ``quiesce run`` was asked to do (see docs/command-line.md)."""
+
+    __slots__ = ("expect_exit", "foreground", "grace", "pdeathsig", "preserve_status",
+                 "rewrite", "single_child", "stop_signal", "timeout", "verbose")
+
+    def __init__(self, *, grace: float = 10.0, timeout: float | None = None,
+                 stop_signal: int = 15, verbose: bool = False, single_child: bool = False,
+                 rewrite: Mapping[int, int] | None = None,
+                 expect_exit: frozenset[int] = frozenset(), pdeathsig: int = 0,
+                 preserve_status: bool = False, foreground: bool = False) -> None:
+        self.grace = grace
+        self.timeout = timeout  # None or 0: no timeout; inf: none either
+        self.stop_signal = stop_signal
+        self.verbose = verbose
+        self.single_child = single_child
+        self.rewrite = dict(rewrite or {})
+        self.expect_exit = expect_exit
+        self.pdeathsig = pdeathsig
+        self.preserve_status = preserve_status
+        self.foreground = foreground
 
 
 def exit_status(wait_status: int) -> int:
@@ -73,126 +96,176 @@ def exit_status(wait_status: int) -> int:
 
 def supervise(argv: Sequence[str], options: Options,
               env: Mapping[str, str] | None = None) -> int:
-    """Run ``argv`` to the end of its whole tree; return our exit status."""
+    """Run ``argv`` to the end of its whole tree; return our exit status.
+
+    For the command line only: the calling process catches every signal
+    from here on and keeps catching (and dropping) them after the return, so
+    that a late signal cannot replace the status; it should exit right after.
+    """
     return _Supervisor(options).run(argv, env)
 
 
 class _Supervisor:
     def __init__(self, options: Options) -> None:
-        self.options = options
-        self.tag = _proctree.new_tag()
+        self.opts = options
         self.me = os.getpid()
-        self.proc: subprocess.Popen[bytes] | None = None
+        self.group_mode = not options.single_child and not options.foreground
+        self.tag = "run" + os.urandom(8).hex()
+        self.pid = 0
+        self.pgid = 0
         self.status: int | None = None  # the command's wait status, once reaped
-        self.stopping_since: float | None = None
+        self.ending_since: float | None = None
+        self.group_stopped = False  # the command's group got the stop signal already
         self.killed_at: float | None = None
         self.timed_out = False
-        # Linux: every descendant is our child or below one, for ever (subreaper or PID 1).
+        self.tty_fd: int | None = None
+        self.watcher: int | None = None
+        self.pipes_to_ignore = 0  # SIGPIPEs our own writes to a closed stderr caused
         self.subreaper = False
-        # PID 1 without a /proc of its own namespace: nothing read there can be trusted,
-        # but kill(-1) reaches exactly the namespace's processes.
-        self.blind_init = self.me == 1 and not _proctree.process_table_is_ours()
+        self.blind_init = False
+        self.linux_tree = sys.platform.startswith("linux")
 
+    # -- logging ---------------------------------------------------------------------
     def log(self, message: str) -> None:
-        if self.options.verbose:
-            print(f"quiesce run: {message}", file=sys.stderr, flush=True)
+        if self.opts.verbose:
+            self.say(message)
 
-    # -- the whole run -------------------------------------------------------------
+    def say(self, message: str) -> None:
+        """To stderr, unbuffered; a closed or broken stderr only silences us."""
+        try:
+            os.write(2, f"quiesce run: {message}\n".encode(errors="replace"))
+        except BrokenPipeError:
+            self.pipes_to_ignore += 1
+            self.opts.verbose = False
+        except OSError:
+            self.opts.verbose = False
+
+    # -- the whole run ---------------------------------------------------------------
     def run(self, argv: Sequence[str], env: Mapping[str, str] | None) -> int:
-        self.subreaper = subreaper = _platform.set_child_subreaper() or self.me == 1
+        opts = self.opts
+        ignored = frozenset(s for s in CATCHABLE if s not in _SET_BY_PYTHON
+                            and sig.getsignal(s) == sig.SIG_IGN)
+        global _subreaper_already
+        if self.me != 1 and self.linux_tree and not _subreaper_already:
+            self.watcher = _watcher.start(self.tag, stop_signal=opts.stop_signal,
+                                          grace=opts.grace, single_child=opts.single_child)
+        # Imported after the watcher's fork, so that its double fork runs meanwhile
+        # (ctypes is a good part of our start-up).
+        from quiesce._proc import _platform
+
+        if self.watcher is not None:
+            _watcher.reap_middle()  # before we become a subreaper: it must not come to us
+        if opts.pdeathsig:
+            _platform.set_parent_death_signal(opts.pdeathsig)
+        self.subreaper = _platform.set_child_subreaper() or self.me == 1
+        # A second supervise() in this process (tests) cannot double-fork a watcher
+        # that is not its own child any more: it goes without.
+        _subreaper_already = self.subreaper
+        if self.me == 1 and not _tree.process_table_is_ours():
+            self.blind_init = True  # PIDs in /proc name other processes
+        if not self.subreaper:
+            self.linux_tree = False  # the parent chain no longer holds every descendant
         wake_r, wake_w = os.pipe()
         for fd in (wake_r, wake_w):
             os.set_blocking(fd, False)
-        previous = {sig: signal.signal(sig, _note) for sig in (*FORWARDED, signal.SIGCHLD)}
-        old_wakeup = signal.set_wakeup_fd(wake_w, warn_on_full_buffer=False)
+        for signum in CATCHABLE:
+            sig.signal(signum, _note)
+        sig.set_wakeup_fd(wake_w, warn_on_full_buffer=False)
+        mask = frozenset(int(s) for s in sig.pthread_sigmask(sig.SIG_SETMASK, ()))
         try:
-            code = self._start(argv, env)
-            if code is not None:
-                return code
-            self.log(f"started {argv[0]!r} as PID {self.pid} in its own process group"
-                     f"{', as child subreaper' if subreaper else ''}")
-            with _Foreground(self.pid):
-                return self._loop(wake_r)
+            if not opts.foreground and _owns_terminal(0):
+                self.tty_fd = 0
+            command_env = dict(os.environ if env is None else env)
+            tags = command_env.get(_tree.TAGS_ENV, "").split()
+            command_env[_tree.TAGS_ENV] = " ".join([*tags, self.tag])
+            try:
+                self.pid = _launch.launch(
+                    argv, command_env, new_group=not opts.foreground, tty_fd=self.tty_fd,
+                    death_signal=opts.stop_signal, ignored=ignored, mask=mask)
+            except _launch.LaunchError as exc:
+                self.say(str(exc))
+                return exc.status
+            self.pgid = self.pid if not opts.foreground else os.getpgrp()
+            _watcher.tell(self.watcher, f"P{self.pid}\n")
+            self.log(f"started {argv[0]!r} as PID {self.pid} "
+                     f"{'in its own process group' if not opts.foreground else 'in ours'}"
+                     f"{', as child subreaper' if self.subreaper else ''}")
+            try:
+                os.chdir("/")  # hold no directory (a mount) busy; the command keeps its own
+            except OSError:
+                pass
+            return self._loop(wake_r)
         finally:
-            signal.set_wakeup_fd(old_wakeup)
-            for sig, handler in previous.items():
-                signal.signal(sig, handler if handler is not None else signal.SIG_DFL)
+            # Our handlers stay: a signal arriving from now on is caught and dropped, so
+            # it cannot replace the status (restoring the defaults would let it kill us).
+            sig.set_wakeup_fd(-1)
+            self._take_terminal_back()
+            _watcher.tell(self.watcher, ".")
             os.close(wake_r)
             os.close(wake_w)
-
-    @property
-    def pid(self) -> int:
-        assert self.proc is not None
-        return self.proc.pid
-
-    def _start(self, argv: Sequence[str], env: Mapping[str, str] | None) -> int | None:
-        try:
-            self.proc = subprocess.Popen(list(argv), process_group=0,
-                                         env=_proctree.env_with_tag(self.tag, env))
-        except FileNotFoundError:
-            print(f"quiesce run: {argv[0]}: command not found", file=sys.stderr)
-            return EXIT_NOT_FOUND
-        except PermissionError:
-            print(f"quiesce run: {argv[0]}: permission denied (not executable)",
-                  file=sys.stderr)
-            return EXIT_NOT_EXECUTABLE
-        except OSError as exc:
-            if exc.errno in (errno.ENOEXEC, errno.EISDIR):
-                print(f"quiesce run: {argv[0]}: cannot execute: {exc.strerror}",
-                      file=sys.stderr)
-                return EXIT_NOT_EXECUTABLE
-            print(f"quiesce run: cannot start {argv[0]}: {exc}", file=sys.stderr)
-            return EXIT_FAILURE
-        return None
+            if self.watcher is not None:
+                os.close(self.watcher)
 
     def _loop(self, wake_r: int) -> int:
-        opts = self.options
-        deadline = None if opts.timeout is None else time.monotonic() + opts.timeout
+        opts = self.opts
+        timeout = opts.timeout
+        deadline = (None if not timeout or timeout == float("inf")
+                    else time.monotonic() + timeout)
         while True:
             self._reap()
-            for sig in _drain(wake_r):
-                self._on_signal(sig)
+            for signum in _drain(wake_r):
+                self._on_signal(signum)
             self._reap()
             now = time.monotonic()
             if deadline is not None and self.status is None and now >= deadline:
                 deadline = None
-                self.timed_out = True
-                self.log(f"timeout after {opts.timeout} s")
-                self._begin_stop(group_signalled=False)
-            if self.status is not None and self.stopping_since is None:
-                if not self._tree_alive():
-                    return self._result()
-                self.log(f"command exited ({exit_status(self.status)}); "
-                         f"{len(self._tree_pids())} descendant(s) remain")
-                self._begin_stop(group_signalled=False)
-            if (self.stopping_since is not None and self.killed_at is None
-                    and now >= self.stopping_since + opts.grace):
+                self._time_up(f"timeout after {timeout:g} s")
+            if self.status is not None and opts.single_child:
+                return self._result()
+            if self.status is not None and not self._command_exit_handled:
+                self._command_exit_handled = True
+                if self._tree_alive():
+                    self._end_leftovers()
+            if (self.ending_since is not None and self.killed_at is None
+                    and now >= self.ending_since + opts.grace):
                 self._kill_all()
             if self.status is not None and not self._tree_alive():
                 self._reap()
                 return self._result()
-            if self.killed_at is not None and now >= self.killed_at + opts.kill_after:
-                left = self._tree_pids()
-                print(f"quiesce run: {len(left)} process(es) survived SIGKILL for "
-                      f"{opts.kill_after} s (PIDs {left}); giving up", file=sys.stderr)
+            if self.killed_at is not None and now >= self.killed_at + KILL_WAIT:
+                left = self._descendants()
+                self.say(f"{len(left)} process(es) survived SIGKILL for {KILL_WAIT:g} s "
+                         f"(PIDs {sorted(left)}); giving up")
                 return EXIT_FAILURE
             select.select([wake_r], [], [], self._wait_time(now, deadline))
 
-    def _wait_time(self, now: float, deadline: float | None) -> float | None:
-        wake = [] if deadline is None else [deadline - now]
-        if self.stopping_since is not None:
+    _command_exit_handled = False
+
+    def _wait_time(self, now: float, deadline: float | None) -> float:
+        wake = [_LONGEST_WAIT]
+        if deadline is not None:
+            wake.append(deadline - now)
+        if self.ending_since is not None and self.killed_at is None:
+            wake.append(self.ending_since + self.opts.grace - now)
+        if self.ending_since is not None and not self.subreaper:
             wake.append(POLL)
-        return max(0.0, min(wake)) if wake else None
+        if self.killed_at is not None:
+            wake.append(POLL)
+        return max(0.0, min(wake))
 
     def _result(self) -> int:
-        if self.timed_out:
-            return EXIT_TIMEOUT
         assert self.status is not None
         code = exit_status(self.status)
-        self.log(f"tree empty; exit status {code}")
+        if self.timed_out and not self.opts.preserve_status:
+            killed = os.WIFSIGNALED(self.status) and os.WTERMSIG(self.status) == sig.SIGKILL
+            code = 128 + int(sig.SIGKILL) if killed else EXIT_TIMEOUT
+        elif code in self.opts.expect_exit:
+            self.log(f"exit status {code} expected (-e): 0")
+            code = 0
+        self.log(f"exit status {code}")
         return code
 
-    # -- events -------------------------------------------------------------------------
+    # -- events ----------------------------------------------------------------------
     def _reap(self) -> None:
         while True:
             try:
@@ -201,68 +274,149 @@ class _Supervisor:
                 return
             if pid == 0:
                 return
-            if self.proc is not None and pid == self.proc.pid:
+            if pid == self.pid:
                 self.status = wait_status
-                self.proc.returncode = os.waitstatus_to_exitcode(wait_status)
+                self.log(f"command PID {pid} ended ({_describe(wait_status)})")
+                self._take_terminal_back()
+            else:
+                self.log(f"reaped PID {pid} ({_describe(wait_status)})")
 
     def _on_signal(self, signum: int) -> None:
-        if signum == signal.SIGCHLD:
+        if signum == sig.SIGCHLD:
             return
-        sig = signal.Signals(signum)
-        if self.status is None:
-            self.log(f"forwarding {sig.name} to process group {self.pid}")
-            signal_group(self.pid, sig)
-        if sig in STOPPING:
-            if self.stopping_since is None:
-                self._begin_stop(group_signalled=self.status is None)
-            elif self.killed_at is None:
-                self.log(f"second {sig.name}: skipping the rest of the grace")
-                self._kill_all()
+        if signum == sig.SIGPIPE and self.pipes_to_ignore:
+            self.pipes_to_ignore -= 1  # our own write to a closed stderr caused it
+            return
+        if signum == sig.SIGALRM and self.opts.timeout:
+            if self.status is None and not self.timed_out:
+                self._time_up("SIGALRM: time is up")
+            return
+        target = self.opts.rewrite.get(signum, signum)
+        if signum in JOB_CONTROL and self.group_mode and signum not in self.opts.rewrite:
+            target = int(sig.SIGSTOP)  # as dumb-init: stop the whole group, not just ask it
+        if target:
+            self._forward(target, f"{name(signum)}" if target == signum
+                          else f"{name(signum)} as {name(target)}")
+        if signum in JOB_CONTROL and self.me != 1:
+            self.log("stopping ourselves too")
+            os.kill(self.me, sig.SIGSTOP)
+            self._give_terminal()  # continued: the command's group reads the terminal again
+        elif signum == sig.SIGCONT:
+            self._give_terminal()
+        if signum in _STOPS and target and self.ending_since is None:
+            self.group_stopped = True
+            self._begin_ending(f"{name(signum)}")
 
-    def _begin_stop(self, *, group_signalled: bool) -> None:
-        """--signal to every remaining descendant (the group too unless it just got one)."""
-        self.stopping_since = time.monotonic()
-        sig = self.options.stop_signal
-        # A stopped (SIGSTOP'ed) process keeps the signal pending until SIGKILL:
-        # SIGCONT after it, as systemd does, so it acts within the grace.
-        if self.blind_init:
-            _kill_namespace(sig)
-            _kill_namespace(signal.SIGCONT)
-            return
-        skip_group = self.pid if group_signalled else None
-        count = 0
-        for ref in self._snapshot():
-            if skip_group is None or _pgid(ref.pid) != skip_group:
-                count += ref.send(sig)
-            ref.send(signal.SIGCONT)
-            ref.close()
-        if count:
-            self.log(f"sent {sig.name} to {count} process(es); SIGKILL in {self.options.grace} s")
+    def _forward(self, signum: int, what: str) -> None:
+        if self.status is None:
+            if self.group_mode:
+                self.log(f"forwarded {what} to group {self.pgid}")
+                _kill(-self.pgid, signum)
+            else:
+                self.log(f"forwarded {what} to PID {self.pid}")
+                _kill(self.pid, signum)
+        elif not self.opts.single_child:
+            count = self._signal_rest(signum)
+            self.log(f"forwarded {what} to {count} remaining process(es)")
+
+    def _time_up(self, why: str) -> None:
+        self.timed_out = True
+        stop = self.opts.stop_signal
+        if stop:
+            target = f"group {self.pgid}" if self.group_mode else f"PID {self.pid}"
+            self.log(f"{why}: sending {name(stop)} to {target}")
+            _kill(-self.pgid if self.group_mode else self.pid, stop)
+            if stop not in (sig.SIGKILL, sig.SIGCONT):
+                _kill(-self.pgid if self.group_mode else self.pid, sig.SIGCONT)
+            self.group_stopped = True
+        else:
+            self.log(f"{why}: sending no signal (-s 0)")
+        if self.ending_since is None:
+            self._begin_ending(why)
+
+    def _begin_ending(self, why: str) -> None:
+        self.ending_since = time.monotonic()
+        grace = self.opts.grace
+        self.log(f"{why}: SIGKILL to what is left in {grace:g} s" if grace != float("inf")
+                 else f"{why}: no SIGKILL (infinite grace)")
+
+    def _end_leftovers(self) -> None:
+        """The command exited and descendants remain: the stop signal to all of them."""
+        stop = self.opts.stop_signal
+        skip = self.pgid if self.group_stopped and self.group_mode else None
+        if stop:
+            count = self._signal_rest(stop, skip_group=skip)
+            self._signal_rest(int(sig.SIGCONT), skip_group=skip)
+            self.log(f"command ended, {name(stop)} to {count} remaining process(es)")
+        if self.ending_since is None:
+            self._begin_ending("command ended")
 
     def _kill_all(self) -> None:
         self.killed_at = time.monotonic()
-        if self.blind_init:
-            _kill_namespace(signal.SIGKILL)
+        if self.opts.single_child:
+            if self.status is None:
+                self.log(f"grace over: SIGKILL to PID {self.pid}")
+                _kill(self.pid, sig.SIGKILL)
             return
-        count = _proctree.signal_tree(signal.SIGKILL, root_pid=self.me, tag=self.tag,
-                                      include_root=False)
+        if self.status is None:
+            _kill(-self.pgid if self.group_mode else self.pid, sig.SIGKILL)
+        count = self._signal_rest(int(sig.SIGKILL))
         self.log(f"grace over: SIGKILL to {count} process(es)")
 
-    # -- the tree ---------------------------------------------------------------------------
-    def _snapshot(self) -> list[_proctree.ProcRef]:
-        return _proctree.snapshot(root_pid=self.me, tag=self.tag, include_root=False)
+    # -- the tree --------------------------------------------------------------------
+    def _signal_rest(self, signum: int, skip_group: int | None = None) -> int:
+        """``signum`` to every live descendant (never us, never a stranger)."""
+        if self.blind_init:
+            _kill(-1, signum)  # as PID 1: exactly our namespace
+            return -1
+        if self.linux_tree:
+            return _tree.signal_descendants(self.me, signum, skip_group=skip_group)
+        from quiesce._proc import _proctree  # off Linux only: psutil is slow to import
+
+        return _proctree.signal_tree(signum, root_pid=self.me, tag=self.tag,
+                                     include_root=False)
+
+    def _descendants(self) -> list[int]:
+        if self.linux_tree and not self.blind_init:
+            return list(_tree.descendants(self.me))
+        if self.blind_init:
+            return []
+        from quiesce._proc import _proctree
+
+        refs = _proctree.snapshot(root_pid=self.me, tag=self.tag, include_root=False)
+        for ref in refs:
+            ref.close()
+        return [ref.pid for ref in refs]
 
     def _tree_alive(self) -> bool:
         """As a subreaper, any child at all (orphans come to us); else a /proc walk."""
         if self.subreaper:
             return _have_children()
-        return bool(self._tree_pids())
+        return bool(self._descendants())
 
-    def _tree_pids(self) -> list[int]:
-        refs = self._snapshot()
-        for ref in refs:
-            ref.close()
-        return [ref.pid for ref in refs]
+    # -- the terminal ----------------------------------------------------------------
+    def _give_terminal(self) -> None:
+        if self.tty_fd is not None and self.status is None and _owns_terminal(self.tty_fd):
+            _set_foreground(self.tty_fd, self.pgid)
+
+    def _take_terminal_back(self) -> None:
+        if self.tty_fd is not None:
+            _set_foreground(self.tty_fd, os.getpgrp())
+            self.tty_fd = None
+
+
+def _describe(wait_status: int) -> str:
+    if os.WIFSIGNALED(wait_status):
+        return f"killed by {name(os.WTERMSIG(wait_status))}"
+    return f"exit status {os.waitstatus_to_exitcode(wait_status)}"
+
+
+def _kill(pid: int, signum: int) -> None:
+    """Signal our unreaped child or its group (a PID it pins: never a stranger)."""
+    try:
+        os.kill(pid, signum)
+    except (ProcessLookupError, PermissionError):
+        pass
 
 
 def _have_children() -> bool:
@@ -274,12 +428,23 @@ def _have_children() -> bool:
     return True
 
 
-def _kill_namespace(sig: int) -> None:
-    """As PID 1: every process of our PID namespace but us (kill(2) with pid -1)."""
+def _owns_terminal(fd: int) -> bool:
     try:
-        os.kill(-1, sig)
-    except ProcessLookupError:
+        return os.isatty(fd) and os.tcgetpgrp(fd) == os.getpgrp()
+    except OSError:
+        return False
+
+
+def _set_foreground(fd: int, pgid: int) -> None:
+    # A background group calling tcsetpgrp gets SIGTTOU unless it blocks it; we catch
+    # SIGTTOU (to forward it), so block it around the call.
+    old = sig.pthread_sigmask(sig.SIG_BLOCK, {int(sig.SIGTTOU)})
+    try:
+        os.tcsetpgrp(fd, pgid)
+    except OSError:
         pass
+    finally:
+        sig.pthread_sigmask(sig.SIG_SETMASK, old)
 
 
 def _note(signum: int, frame: FrameType | None) -> None:
@@ -298,40 +463,3 @@ def _drain(fd: int) -> list[int]:
         data += chunk
     return list(data)
 
-
-def _pgid(pid: int) -> int | None:
-    try:
-        return os.getpgid(pid)
-    except OSError:
-        return None
-
-
-class _Foreground:
-    """Give the command's group the terminal (if we have it), so it can read from it."""
-
-    def __init__(self, pgid: int) -> None:
-        self.pgid = pgid
-        self.fd: int | None = None
-        self.previous: int | None = None
-
-    def __enter__(self) -> None:
-        try:
-            if os.isatty(0) and os.tcgetpgrp(0) == os.getpgrp():
-                self.fd, self.previous = 0, os.getpgrp()
-                self._set(self.pgid)
-        except OSError:
-            self.fd = None
-
-    def __exit__(self, *exc: object) -> None:
-        if self.fd is not None and self.previous is not None:
-            self._set(self.previous)
-
-    def _set(self, pgid: int) -> None:
-        # A background group calling tcsetpgrp gets SIGTTOU unless it ignores it.
-        old = signal.signal(signal.SIGTTOU, signal.SIG_IGN)
-        try:
-            os.tcsetpgrp(self.fd or 0, pgid)
-        except OSError:
-            pass
-        finally:
-            signal.signal(signal.SIGTTOU, old)

@@ -7,7 +7,6 @@ PR_SET_CHILD_SUBREAPER are Linux-only, pidfd needs Linux 5.3+.
 
 from __future__ import annotations
 
-import ctypes
 import os
 import sys
 
@@ -16,16 +15,26 @@ IS_LINUX = sys.platform.startswith("linux")
 _PR_SET_PDEATHSIG = 1
 _PR_SET_CHILD_SUBREAPER = 36
 
-_libc: ctypes.CDLL | None = None
+_prctl_address: int | None = None
 
 
 def _prctl(option: int, arg: int) -> bool:
-    global _libc
+    # ``_ctypes.call_function`` (the C half of ctypes, CPython 3.6 to 3.13 at least)
+    # calls prctl without importing ``ctypes``, whose import alone is a quarter of
+    # ``quiesce run``'s start-up budget; plain ctypes where it is missing.
+    global _prctl_address
     if not IS_LINUX:
         return False
-    if _libc is None:
-        _libc = ctypes.CDLL(None, use_errno=True)
-    return int(_libc.prctl(option, arg, 0, 0, 0)) == 0
+    try:
+        import _ctypes
+
+        if _prctl_address is None:
+            _prctl_address = int(_ctypes.dlsym(_ctypes.dlopen(None), "prctl"))  # type: ignore[arg-type]
+        return int(_ctypes.call_function(_prctl_address, (option, arg, 0, 0, 0))) == 0
+    except (ImportError, AttributeError, OSError):
+        import ctypes
+
+        return int(ctypes.CDLL(None).prctl(option, arg, 0, 0, 0)) == 0
 
 
 def set_parent_death_signal(signum: int) -> bool:
