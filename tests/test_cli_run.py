@@ -15,6 +15,7 @@
 
 from __future__ import annotations
 
+import signal
 import subprocess
 import sys
 import time
@@ -132,3 +133,117 @@ def test_a_stopped_leftover_ends_on_the_stop_signal() -> None:
                              "setsid sleep 60 & p=$!; sleep 0.2; kill -STOP $p"], timeout=30)
     assert result.returncode == 0
     assert time.monotonic() - started < grace, "the stopped leftover waited for SIGKILL"
+
+
+# -- issue #10: what users of tini, dumb-init and GNU timeout rely on ---------------------------
+
+def test_sigkill_of_the_supervisor_ends_the_whole_tree(tmp_path: Path) -> None:
+    """The command gets the stop signal at once (PR_SET_PDEATHSIG, as under GNU timeout);
+    a leftover that ignores it is SIGKILLed after the grace by the watcher."""
+    marker, leftover_pid = tmp_path / "term", tmp_path / "leftover"
+    script = (
+        "import os, signal, subprocess, sys, time\n"
+        "def term(*a):\n"
+        f"    open({str(marker)!r}, 'w').write(str(time.monotonic())); sys.exit(0)\n"
+        "signal.signal(signal.SIGTERM, term)\n"
+        "p = subprocess.Popen(['setsid', 'sh', '-c', \"trap '' TERM; sleep 60 & wait\"])\n"
+        f"open({str(leftover_pid)!r}, 'w').write(str(p.pid))\n"
+        "print('ready', flush=True)\n"
+        "time.sleep(60)\n")
+    grace = 1.5
+    proc = subprocess.Popen([*QUIESCE_RUN, "-k", str(grace), "--", sys.executable, "-c", script],
+                            stdout=subprocess.PIPE)
+    assert proc.stdout is not None and proc.stdout.readline() == b"ready\n"
+    leftover = int(leftover_pid.read_text())
+    killed = time.monotonic()
+    proc.kill()
+    proc.wait()
+    deadline = killed + grace + 8
+    while not marker.exists() and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert marker.exists(), "the command never got the stop signal"
+    assert float(marker.read_text()) - killed < 1.0, "the stop signal was late"
+    assert alive(leftover), "the leftover was killed before the grace"
+    took, left = seconds_until_gone([leftover], limit=grace + 8)
+    assert left == [], "the leftover survived the supervisor's SIGKILL"
+    assert took >= grace - 0.5 - (time.monotonic() - killed - took)
+
+
+def test_a_late_signal_does_not_replace_the_status() -> None:
+    """A signal flood that outlasts the command: the status stays the command's own."""
+    import threading
+
+    proc = subprocess.Popen([*QUIESCE_RUN, "--", "sh", "-c",
+                             "trap '' HUP TERM; echo armed; sleep 0.3; exit 3"],
+                            stdout=subprocess.PIPE, text=True)
+    assert proc.stdout is not None and proc.stdout.readline() == "armed\n"
+    stop = threading.Event()
+
+    def flood() -> None:
+        while not stop.is_set() and proc.poll() is None:
+            try:
+                proc.send_signal(signal.SIGHUP)
+            except ProcessLookupError:
+                return
+            time.sleep(0.001)
+
+    sender = threading.Thread(target=flood, daemon=True)
+    sender.start()
+    try:
+        assert proc.wait(30) == 3
+    finally:
+        stop.set()
+        sender.join()
+        proc.stdout.close()
+
+
+@pytest.mark.parametrize("sig", [signal.SIGILL, signal.SIGTRAP, signal.SIGABRT, signal.SIGBUS,
+                                 signal.SIGFPE, signal.SIGSEGV, signal.SIGALRM, signal.SIGXCPU,
+                                 signal.SIGVTALRM, signal.SIGPROF, signal.SIGIO, signal.SIGPWR,
+                                 signal.SIGSYS, signal.SIGPIPE, signal.SIGURG, signal.SIGXFSZ,
+                                 signal.SIGWINCH])
+def test_no_signal_kills_the_supervisor_first(sig: signal.Signals) -> None:
+    """The 14 signals that used to kill the supervisor (orphaning the tree) and the
+    5 not forwarded: each reaches the command, which dies of it: 128+N."""
+    proc = subprocess.Popen([*QUIESCE_RUN, "-v", "--", "sleep", "30"],
+                            stderr=subprocess.PIPE, text=True)
+    try:
+        assert proc.stderr is not None and "started" in proc.stderr.readline()
+        time.sleep(0.1)  # let `sleep` exec
+        proc.send_signal(sig)
+        expected = 0 if sig in (signal.SIGURG, signal.SIGWINCH) else 128 + sig
+        if expected == 0:  # ignored by default: the command lives on; end it
+            assert f"forwarded {sig.name}" in proc.stderr.readline()
+            proc.send_signal(signal.SIGTERM)
+            expected = 128 + signal.SIGTERM
+        assert proc.wait(20) == expected
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        assert proc.stderr is not None
+        proc.stderr.close()
+
+
+def test_foreground_keeps_the_command_in_our_group() -> None:
+    """--foreground (GNU timeout): no process group of its own."""
+    result = subprocess.run([*QUIESCE_RUN, "--foreground", "--", "sh", "-c",
+                             "ps -o pgid= -p $$; ps -o pgid= -p $PPID"],
+                            capture_output=True, text=True, timeout=30)
+    mine, supervisor = result.stdout.split()
+    assert mine == supervisor
+    result = subprocess.run([*QUIESCE_RUN, "--", "sh", "-c",
+                             "ps -o pgid= -p $$; ps -o pgid= -p $PPID"],
+                            capture_output=True, text=True, timeout=30)
+    mine, supervisor = result.stdout.split()
+    assert mine != supervisor  # negative control: the default is a group of its own
+
+
+@pytest.mark.parametrize("spelling", ["USR1", "SIGUSR1", "usr1", "10"])
+def test_stop_signal_names_and_numbers(spelling: str) -> None:
+    result = subprocess.run([*QUIESCE_RUN, "-s", spelling, "--timeout", "0.2", "--",
+                             "sleep", "10"], timeout=30)
+    assert result.returncode == 124
+    result = subprocess.run([*QUIESCE_RUN, "--preserve-status", "-s", spelling,
+                             "--timeout", "0.2", "--", "sleep", "10"], timeout=30)
+    assert result.returncode == 128 + signal.SIGUSR1

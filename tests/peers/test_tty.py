@@ -1,0 +1,166 @@
+"""Terminal tests of dumb-init (``tests/tty_test.py``) and tini (``test/run_outer_tests.py``).
+
+Each runs ``quiesce run`` as the session leader of a fresh pseudo-terminal
+(``pty.fork``), as a shell or ``docker run -t`` would.
+"""
+
+from __future__ import annotations
+
+import os
+import pty
+import re
+import signal
+import sys
+import termios
+import time
+
+import pytest
+from peerkit import QUIESCE, descendants, kill_quietly
+
+EOF_KEY = b"\x04"
+INTR_KEY = b"\x03"
+
+
+def ttyflags(fd: int) -> None:
+    """No output processing, no echo: what is read is what the program wrote."""
+    attrs = termios.tcgetattr(fd)
+    attrs[1] &= ~termios.OPOST
+    attrs[3] &= ~termios.ECHO
+    termios.tcsetattr(fd, termios.TCSANOW, attrs)
+
+
+def readall(fd: int, deadline: float) -> bytes:
+    """Read until EOF (EIO on Linux once the last slave closes) or the deadline."""
+    import select
+
+    result = b""
+    while time.monotonic() < deadline:
+        ready, _, _ = select.select([fd], [], [], 0.1)
+        if not ready:
+            continue
+        try:
+            chunk = os.read(fd, 1024)
+        except OSError:
+            return result
+        if not chunk:
+            return result
+        result += chunk
+    return result
+
+
+def spawn(argv: list[str]) -> tuple[int, int]:
+    pid, fd = pty.fork()
+    if pid == 0:  # pragma: no cover - the child
+        try:
+            os.execv(argv[0], argv)
+        finally:
+            os._exit(127)
+    return pid, fd
+
+
+def reap(pid: int, timeout: float = 20) -> int:
+    """The exit status of ``pid`` (killing its tree if it hangs)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        done, status = os.waitpid(pid, os.WNOHANG)
+        if done:
+            return os.waitstatus_to_exitcode(status)
+        time.sleep(0.01)
+    for child in descendants(pid):
+        kill_quietly(child)
+    kill_quietly(pid)
+    os.waitpid(pid, 0)
+    raise AssertionError("hung on the terminal")
+
+
+def test_tty() -> None:
+    """dumb-init tests/tty_test.py::test_tty: the command reads and writes the terminal."""
+    pid, fd = spawn([*QUIESCE, "--", "tac"])
+    try:
+        ttyflags(fd)
+        os.write(fd, b"1\n2\n3\n")
+        os.write(fd, EOF_KEY * 2)
+        output = readall(fd, time.monotonic() + 20)
+        assert reap(pid) == 0
+        assert output == b"3\n2\n1\n", output
+    finally:
+        os.close(fd)
+
+
+@pytest.mark.parametrize("round_", range(10))
+def test_child_gets_controlling_tty_if_we_had_one(round_: int) -> None:
+    """dumb-init tests/tty_test.py::test_child_gets_controlling_tty_if_we_had_one.
+
+    ``bash -m`` has job control ("m" in $-). Repeated: the terminal must be
+    the command's before it runs, or bash sometimes stops itself with
+    SIGTTIN at start-up (a hand-over after the exec is a race).
+    """
+    pid, fd = spawn([*QUIESCE, "--", "/bin/bash", "--norc", "--noprofile", "-m", "-i"])
+    try:
+        ttyflags(fd)
+        os.write(fd, b'echo "flags are: [[$-]]"\n')
+        os.write(fd, b"exit 0\n")
+        output = readall(fd, time.monotonic() + 20)
+        assert reap(pid) == 0, output
+        match = re.search(rb"flags are: \[\[([a-zA-Z]+)\]\]", output)
+        assert match, output
+        assert b"m" in match.group(1)
+    finally:
+        os.close(fd)
+
+
+def test_no_spurious_hangup_and_sighup_is_forwarded() -> None:
+    """dumb-init tests/tty_test.py::test_sighup_sigcont_ignored_if_was_session_leader.
+
+    dumb-init must swallow the SIGHUP and SIGCONT its own ``setsid`` causes
+    when it hands over the terminal; quiesce keeps one session (it only moves
+    the foreground group), so no such signals arise, and a real SIGHUP is
+    forwarded (and a SIGCONT never is, unasked).
+    """
+    pid, fd = spawn([*QUIESCE, "-v", "--", "sleep", "20"])
+    try:
+        ttyflags(fd)
+        time.sleep(0.5)
+        os.kill(pid, signal.SIGHUP)
+        output = readall(fd, time.monotonic() + 20).decode()
+        assert reap(pid) == 128 + signal.SIGHUP
+        assert re.search(r"forwarded SIGHUP to group \d+", output), output
+        assert "SIGCONT" not in output, output
+    finally:
+        os.close(fd)
+
+
+def test_shell_exits_0_on_the_terminal() -> None:
+    """tini test/run_outer_tests.py::test_tty_handling (dash, attach_and_type_exit_0)."""
+    pid, fd = spawn([*QUIESCE, "--", "/bin/sh"])
+    try:
+        ttyflags(fd)
+        os.write(fd, b"exit 0\n")
+        readall(fd, time.monotonic() + 20)
+        assert reap(pid) == 0
+    finally:
+        os.close(fd)
+
+
+def test_ctrl_c_on_the_terminal_ends_the_command() -> None:
+    """tini test/run_outer_tests.py::test_tty_handling (a loop, attach_and_issue_ctrl_c).
+
+    Ctrl-C goes to the terminal's foreground group, the command's: it dies
+    of SIGINT and quiesce exits 130.
+    """
+    pid, fd = spawn([*QUIESCE, "--", "/bin/sh", "-c", "while true; do echo '#'; sleep 0.1; done"])
+    try:
+        ttyflags(fd)
+        deadline = time.monotonic() + 20
+        seen = b""
+        while b"#" not in seen and time.monotonic() < deadline:
+            seen += readall(fd, time.monotonic() + 0.2)
+        os.write(fd, INTR_KEY)
+        readall(fd, time.monotonic() + 20)
+        assert reap(pid) == 128 + signal.SIGINT
+    finally:
+        os.close(fd)
+
+
+if sys.platform != "linux":  # pragma: no cover
+    pytestmark = pytest.mark.skip(reason="pseudo-terminal semantics checked on Linux")
