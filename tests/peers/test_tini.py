@@ -62,7 +62,7 @@ def test_negative_control_reaping_fails_without_a_reaper() -> None:
     """tini test/run_inner_tests.py, "zombie reaping failure test": under a subreaper that
     does not reap, the same check fails (so the check above can fail)."""
     result = subprocess.run([sys.executable, str(PROGRAMS.parent.parent / "programs" /
-                                                 "no_reaper.py"), "12", *REAPING],
+                                                 "no_reaper.py"), "3", *REAPING, "2"],
                             capture_output=True, text=True, timeout=60)
     assert "still there" in result.stdout, result.stdout + result.stderr
 

@@ -143,6 +143,7 @@ class _Supervisor:
     # -- the whole run ---------------------------------------------------------------
     def run(self, argv: Sequence[str], env: Mapping[str, str] | None) -> int:
         opts = self.opts
+        _hold_standard_fds()
         ignored = frozenset(s for s in CATCHABLE if s not in _SET_BY_PYTHON
                             and sig.getsignal(s) == sig.SIG_IGN)
         global _subreaper_already
@@ -403,6 +404,22 @@ class _Supervisor:
         if self.tty_fd is not None:
             _set_foreground(self.tty_fd, os.getpgrp())
             self.tty_fd = None
+
+
+def _hold_standard_fds() -> None:
+    """A closed stdin/stdout/stderr gets a close-on-exec /dev/null placeholder.
+
+    Else our first pipe would take its number, our log lines would go into
+    that pipe, and the command would inherit it as its stderr. Close-on-exec:
+    the command still finds the descriptor closed, as it was given.
+    """
+    for fd in (0, 1, 2):
+        try:
+            os.fstat(fd)
+        except OSError:
+            placeholder = os.open(os.devnull, os.O_RDWR)  # the lowest free number: fd
+            if placeholder != fd:
+                os.close(placeholder)
 
 
 def _describe(wait_status: int) -> str:

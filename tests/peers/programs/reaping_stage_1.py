@@ -1,6 +1,7 @@
 """tini test/reaping/stage_1.py, rewritten: start reaping_stage_2 (which orphans 100
 short sleeps), then wait until our supervisor's only descendant is us and no zombie is
-left in our process group. Exit 0 on success, 1 if that does not happen within 10 s."""
+left in our process group. Exit 0 on success, 1 if that does not happen within
+argv[1] seconds (default 10)."""
 
 import os
 import subprocess
@@ -16,7 +17,7 @@ if __name__ == "__main__":
     supervisor = me.parent()
     assert supervisor is not None
     print(f"stage_1 is PID {me.pid}, the supervisor PID {supervisor.pid}", flush=True)
-    deadline = time.monotonic() + 10
+    deadline = time.monotonic() + (float(sys.argv[1]) if len(sys.argv) > 1 else 10.0)
     while True:
         pids = {p.pid for p in supervisor.children(recursive=True)}
         if pids == {me.pid}:
