@@ -13,9 +13,9 @@ baseline. Rows:
 * ``quiesce run (launcher)``: the CLI started the way a minimal launcher
   does (``python -c "from quiesce._cli._commandline import main; ..."``):
   the cost of quiesce's own code path;
-* ``quiesce run (console script)``: the installed ``quiesce`` entry point
-  as pip writes it; its wrapper imports ``re`` first, which alone costs a
-  large part of the budget;
+* ``quiesce run -- true``: the installed ``quiesce`` command (``bin/quiesce``,
+  a plain script: the wrapper pip writes for a console-script entry point
+  imports ``re`` first, which alone would cost half the budget): the contract;
 * ``python -m quiesce run``: through runpy;
 * ``true``: the command alone, no interpreter.
 
@@ -50,7 +50,7 @@ def commands() -> dict[str, list[str]]:
     if not os.path.exists(script):
         script = shutil.which("quiesce") or ""
     if script:
-        rows["quiesce run (console script)"] = [script, "run", "--", "true"]
+        rows["quiesce run -- true"] = [script, "run", "--", "true"]
     return rows
 
 
@@ -79,8 +79,9 @@ def main() -> None:
     for name, values in times.items():
         median = statistics.median(values)
         print(f"{name:32} {median * 1000:8.2f} {median / base:7.2f}x")
-    ratio = statistics.median(times["quiesce run (launcher)"]) / base
-    print(f"\nquiesce run -- true (launcher) / python -c pass = {ratio:.2f} (contract: <= 1.5)")
+    name = "quiesce run -- true" if "quiesce run -- true" in times else "quiesce run (launcher)"
+    ratio = statistics.median(times[name]) / base
+    print(f"\n{name} / python -c pass = {ratio:.2f} (contract: <= 1.5)")
 
 
 if __name__ == "__main__":

@@ -22,7 +22,6 @@ import os
 import sys
 
 from quiesce._cli import _supervise
-from quiesce._cli._durations import EXAMPLES, parse_duration
 from quiesce._cli._signames import CATCHABLE, parse_signal
 
 TYPE_CHECKING = False
@@ -52,8 +51,8 @@ RUN_OPTIONS = [
            help="the stop signal: at a stop, on --timeout, to what the command leaves "
                 "(name or number, 0 for none; default TERM)"),
     Option("-k", "--kill-after", "--grace", metavar="S",
-           help=f"SIGKILL to everything left this long after the stop began ({EXAMPLES}; "
-                "default 10)"),
+           help="SIGKILL to everything left this long after the stop began (seconds, "
+                "e.g. 10, 0.5, 1e-3, 500ms, 2m, 1h, 1d, inf; default 10)"),
     Option("--timeout", metavar="S",
            help="send the stop signal after this long; exit 124 (0: no timeout)"),
     Option("--preserve-status", help="on --timeout, exit with the command's own status"),
@@ -165,6 +164,8 @@ def _signal(option: str, text: str, *, allow_zero: bool = True) -> int:
 
 
 def _duration(option: str, text: str) -> float:
+    from quiesce._cli._durations import parse_duration  # only when a duration is given
+
     try:
         return parse_duration(text, option)
     except ValueError as exc:

@@ -48,6 +48,7 @@ TYPE_CHECKING = False
 if TYPE_CHECKING:
     from collections.abc import Mapping, Sequence
 
+TAGS_ENV = "QUIESCE_TAGS"  # the tag list every descendant inherits (as quiesce._proc's)
 EXIT_FAILURE = 125
 EXIT_NOT_EXECUTABLE = 126
 EXIT_NOT_FOUND = 127

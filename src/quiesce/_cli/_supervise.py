@@ -41,7 +41,7 @@ import select
 import sys
 import time
 
-from quiesce._cli import _launch, _tree, _watcher
+from quiesce._cli import _launch, _watcher
 from quiesce._cli._signames import CATCHABLE, JOB_CONTROL, name, sig
 
 TYPE_CHECKING = False
@@ -162,8 +162,10 @@ class _Supervisor:
         # A second supervise() in this process (tests) cannot double-fork a watcher
         # that is not its own child any more: it goes without.
         _subreaper_already = self.subreaper
-        if self.me == 1 and not _tree.process_table_is_ours():
-            self.blind_init = True  # PIDs in /proc name other processes
+        if self.me == 1:
+            from quiesce._cli import _tree  # here and below only when needed: start-up
+
+            self.blind_init = not _tree.process_table_is_ours()  # /proc's PIDs name others
         if not self.subreaper:
             self.linux_tree = False  # the parent chain no longer holds every descendant
         wake_r, wake_w = os.pipe()
@@ -177,8 +179,8 @@ class _Supervisor:
             if not opts.foreground and _owns_terminal(0):
                 self.tty_fd = 0
             command_env = dict(os.environ if env is None else env)
-            tags = command_env.get(_tree.TAGS_ENV, "").split()
-            command_env[_tree.TAGS_ENV] = " ".join([*tags, self.tag])
+            tags = command_env.get(_launch.TAGS_ENV, "").split()
+            command_env[_launch.TAGS_ENV] = " ".join([*tags, self.tag])
             try:
                 self.pid = _launch.launch(
                     argv, command_env, new_group=not opts.foreground, tty_fd=self.tty_fd,
@@ -371,6 +373,8 @@ class _Supervisor:
             _kill(-1, signum)  # as PID 1: exactly our namespace
             return -1
         if self.linux_tree:
+            from quiesce._cli import _tree
+
             return _tree.signal_descendants(self.me, signum, skip_group=skip_group)
         from quiesce._proc import _proctree  # off Linux only: psutil is slow to import
 
@@ -379,6 +383,8 @@ class _Supervisor:
 
     def _descendants(self) -> list[int]:
         if self.linux_tree and not self.blind_init:
+            from quiesce._cli import _tree
+
             return list(_tree.descendants(self.me))
         if self.blind_init:
             return []

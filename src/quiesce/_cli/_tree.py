@@ -29,13 +29,12 @@ from __future__ import annotations
 
 import os
 
+from quiesce._cli._launch import TAGS_ENV
 from quiesce._cli._signames import sig
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterable
-
-TAGS_ENV = "QUIESCE_TAGS"
 
 
 def _stat(pid: int) -> tuple[int, int, int, str] | None:

@@ -37,7 +37,6 @@ from __future__ import annotations
 import os
 import time
 
-from quiesce._cli import _tree
 from quiesce._cli._signames import CATCHABLE, sig
 
 POLL = 0.05
@@ -114,6 +113,7 @@ def _run(fd: int, tag: str, stop_signal: int, grace: float,
             command = int(line[1:])
     if command is None:
         return  # died before the command started: nothing of ours runs
+    from quiesce._cli import _tree  # only now: the supervisor never pays for it
 
     def still_tagged(pid: int) -> bool:
         return pid in _tree.tagged(tag)
