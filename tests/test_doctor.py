@@ -68,7 +68,7 @@ def test_shows_the_stuck_child_process_with_its_command_line() -> None:
     report, status = doctor_report("child")
     assert "non-daemon threads: 0" in report
     children = report.split("child processes: ", 1)[1].split("quiesce pools", 1)[0]
-    assert "spawn_main" in children and "--multiprocessing-fork" in children
+    assert "multiprocessing child" in children and "start method spawn" in children
     assert status == 128 + signal.SIGTERM
 
 
@@ -99,3 +99,23 @@ def test_keeps_interpreter_flags_and_module_mode() -> None:
     assert argv[:3] == ["python3.11", "-u", "-X"] and argv[3] == "dev"
     assert argv[4].endswith("_diagnose_agent.py")
     assert argv[-3:] == ["-m", "pkg.app", "--x"]
+
+
+def test_names_a_forked_multiprocessing_child_with_its_target_and_stack() -> None:
+    """Issue #10: a forked child is named by its process name and target and shows its
+    own Python stack, not the command line it inherited from the doctor's agent."""
+    report, status = doctor_report("fork-child")
+    children = report.split("child processes: ", 1)[1].split("quiesce pools", 1)[0]
+    assert "multiprocessing child 'stuck-worker'" in children
+    assert "target __main__.poll_forever" in children and "start method fork" in children
+    entry = next(line for line in children.splitlines() if "stuck-worker" in line)
+    assert "_diagnose_agent.py" not in entry, "it shows the command line inherited from the agent"
+    stack = children.split("its Python stack:", 1)[1]
+    assert "poll_forever" in stack and "hangs_after_main.py" in stack
+    assert status == 128 + signal.SIGTERM
+
+
+def test_a_spawned_child_is_named_too() -> None:
+    report, _ = doctor_report("child")
+    children = report.split("child processes: ", 1)[1]
+    assert "target __main__.poll_forever" in children and "start method spawn" in children

@@ -1,6 +1,6 @@
 """A program whose main code ends but whose process does not.
 
-argv: MODE, one of thread, child, pool, quiesce-pool.
+argv: MODE, one of thread, child, pool, quiesce-pool, fork-child.
 """
 
 import concurrent.futures
@@ -24,6 +24,9 @@ if __name__ == "__main__":
         quiesce.ThreadPool(1, grace=30).submit(poll_forever)
     elif sys.argv[1] == "pool":
         concurrent.futures.ThreadPoolExecutor(1).submit(poll_forever)
+    elif sys.argv[1] == "fork-child":
+        multiprocessing.get_context("fork").Process(target=poll_forever,
+                                                    name="stuck-worker").start()
     else:
         multiprocessing.get_context("spawn").Process(target=poll_forever).start()
     print("main returns", flush=True)
