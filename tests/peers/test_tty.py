@@ -164,3 +164,39 @@ def test_ctrl_c_on_the_terminal_ends_the_command() -> None:
 
 if sys.platform != "linux":  # pragma: no cover
     pytestmark = pytest.mark.skip(reason="pseudo-terminal semantics checked on Linux")
+
+
+def test_ctrl_z_makes_quiesce_a_stopped_job_of_the_shell() -> None:
+    """quiesce's own (job control under an interactive shell, as dumb-init's
+    shell_background_test and tini's tty tests assume): Ctrl-Z stops the command,
+    quiesce stops too and the shell gets the terminal back; ``fg`` resumes both and
+    hands the terminal to the command again, so Ctrl-C then reaches it."""
+    pid, fd = spawn(["/bin/bash", "--norc", "--noprofile", "-i"])
+    try:
+        ttyflags(fd)
+        deadline = time.monotonic() + 30
+
+        def expect(needle: bytes) -> bytes:
+            seen = b""
+            while needle not in seen and time.monotonic() < deadline:
+                seen += readall(fd, time.monotonic() + 0.1)
+            assert needle in seen, seen
+            return seen
+
+        os.write(fd, " ".join([*QUIESCE, "--", "/bin/sh", "-c",
+                               "'echo started; sleep 30'"]).encode() + b"\n")
+        expect(b"started")
+        os.write(fd, b"\x1a")  # Ctrl-Z
+        expect(b"Stopped")
+        os.write(fd, b"echo back-at-$((40+2))\n")
+        expect(b"back-at-42")  # the shell reads the terminal again
+        os.write(fd, b"fg\n")
+        time.sleep(0.5)
+        os.write(fd, INTR_KEY)  # reaches the command's group: it has the terminal again
+        os.write(fd, b"echo status-$?\n")
+        expect(b"status-130")
+        os.write(fd, b"exit 0\n")
+        readall(fd, time.monotonic() + 10)
+        assert reap(pid) == 0
+    finally:
+        os.close(fd)

@@ -59,6 +59,7 @@ _LONGEST_WAIT = 3600.0  # select() refuses huge timeouts; we wake up and wait ag
 # Python ignores these two itself before any code runs: their state at exec is unknowable.
 _SET_BY_PYTHON = frozenset({int(sig.SIGPIPE), int(sig.SIGXFSZ)})
 _STOPS = frozenset({int(sig.SIGTERM), int(sig.SIGINT)})
+_STOPPING = frozenset({int(sig.SIGSTOP), *JOB_CONTROL})  # what stops a process by default
 
 
 _subreaper_already = False
@@ -121,6 +122,7 @@ class _Supervisor:
         self.tty_fd: int | None = None
         self.watcher: int | None = None
         self.pipes_to_ignore = 0  # SIGPIPEs our own writes to a closed stderr caused
+        self.expect_stop = False  # we forwarded a signal that stops the command
         self.subreaper = False
         self.blind_init = False
         self.linux_tree = sys.platform.startswith("linux")
@@ -272,17 +274,38 @@ class _Supervisor:
     def _reap(self) -> None:
         while True:
             try:
-                pid, wait_status = os.waitpid(-1, os.WNOHANG)
+                pid, wait_status = os.waitpid(-1, os.WNOHANG | os.WUNTRACED)
             except ChildProcessError:
                 return
             if pid == 0:
                 return
+            if os.WIFSTOPPED(wait_status):
+                if pid == self.pid:
+                    self._command_stopped(os.WSTOPSIG(wait_status))
+                continue
             if pid == self.pid:
                 self.status = wait_status
                 self.log(f"command PID {pid} ended ({_describe(wait_status)})")
                 self._take_terminal_back()
             else:
                 self.log(f"reaped PID {pid} ({_describe(wait_status)})")
+
+    def _command_stopped(self, signum: int) -> None:
+        """Ctrl-Z at the terminal stopped the command: stop too, so the shell gets it back.
+
+        Only when we handed the command the terminal: then we are a shell's job,
+        and the shell waits for *us* to stop. Its ``fg`` (SIGCONT to our group)
+        resumes us; the SIGCONT is forwarded and the terminal handed back.
+        """
+        if self.expect_stop:
+            self.expect_stop = False  # our own forwarded job-control signal did it
+            return
+        tty = self.tty_fd
+        if tty is None or self.me == 1 or not _is_foreground(tty, self.pgid):
+            return
+        self.log(f"command stopped by {name(signum)}: stopping too, so the shell takes over")
+        _set_foreground(tty, os.getpgrp())
+        os.kill(self.me, sig.SIGSTOP)
 
     def _on_signal(self, signum: int) -> None:
         if signum == sig.SIGCHLD:
@@ -300,6 +323,8 @@ class _Supervisor:
         if target:
             self._forward(target, f"{name(signum)}" if target == signum
                           else f"{name(signum)} as {name(target)}")
+            if target in _STOPPING:
+                self.expect_stop = True
         if signum in JOB_CONTROL and self.me != 1:
             self.log("stopping ourselves too")
             os.kill(self.me, sig.SIGSTOP)
@@ -452,8 +477,12 @@ def _have_children() -> bool:
 
 
 def _owns_terminal(fd: int) -> bool:
+    return _is_foreground(fd, os.getpgrp())
+
+
+def _is_foreground(fd: int, pgid: int) -> bool:
     try:
-        return os.isatty(fd) and os.tcgetpgrp(fd) == os.getpgrp()
+        return os.isatty(fd) and os.tcgetpgrp(fd) == pgid
     except OSError:
         return False
 
