@@ -247,3 +247,39 @@ def test_stop_signal_names_and_numbers(spelling: str) -> None:
     result = subprocess.run([*QUIESCE_RUN, "--preserve-status", "-s", spelling,
                              "--timeout", "0.2", "--", "sleep", "10"], timeout=30)
     assert result.returncode == 128 + signal.SIGUSR1
+
+
+# -- start-up: the CLI imports only what it uses (bench/bench_startup.py measures it) ------
+
+HEAVY = ["psutil", "subprocess", "argparse", "re", "enum", "ctypes", "typing", "logging",
+         "threading", "dataclasses", "quiesce._scope", "quiesce._pools", "quiesce._core",
+         "quiesce._proc._proctree"]
+
+
+def _modules_after(code: str) -> set[str]:
+    result = subprocess.run([sys.executable, "-c", code + "; import sys; print(*sys.modules)"],
+                            capture_output=True, text=True, timeout=30)
+    assert result.returncode == 0, result.stderr
+    return set(result.stdout.split())
+
+
+def test_quiesce_run_imports_nothing_heavy() -> None:
+    """The run path of `quiesce run -- true`; its start-up budget is 1.5x `python -c pass`."""
+    loaded = _modules_after("from quiesce._cli._commandline import run_main; "
+                            "assert run_main(['--', 'true']) == 0")
+    assert "quiesce._cli._supervise" in loaded  # the check sees what was imported
+    assert not [name for name in HEAVY if name in loaded]
+
+
+def test_import_quiesce_is_lazy_and_complete() -> None:
+    loaded = _modules_after("import quiesce")
+    assert not [name for name in HEAVY if name in loaded]
+    loaded = _modules_after("from quiesce import *; Scope, StopToken, run_command, ThreadPool")
+    assert "quiesce._scope._scope" in loaded  # negative control: names do load their modules
+    import quiesce
+
+    assert set(quiesce.__all__) <= set(dir(quiesce))
+    for name in quiesce.__all__:
+        assert getattr(quiesce, name) is not None
+    with pytest.raises(AttributeError, match="no attribute 'nope'"):
+        quiesce.nope  # noqa: B018

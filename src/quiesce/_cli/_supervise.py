@@ -1,7 +1,8 @@
 """``quiesce run``: supervise one command and everything it starts.
 
 One thread, one loop: a Python-level handler for every catchable signal,
-with ``signal.set_wakeup_fd`` so the loop wakes in ``select`` the moment
+with ``signal.set_wakeup_fd`` so the loop wakes (in ``select``, or a read
+of the wakeup fd when nothing has a deadline) the moment
 any arrives (tini and dumb-init use sigwait/signalfd; the wakeup fd is
 Python's equivalent). Each wake-up reaps every zombie with
 ``waitpid(-1, WNOHANG)`` in a loop, so a storm of orphans never piles up.
@@ -37,7 +38,6 @@ SIGTERM (a manager that repeats its signal would cut the grace it gave).
 from __future__ import annotations
 
 import os
-import select
 import sys
 import time
 
@@ -56,6 +56,7 @@ EXIT_NOT_FOUND = _launch.EXIT_NOT_FOUND
 KILL_WAIT = 5.0  # after SIGKILL, how long the tree may take to be gone before we give up
 POLL = 0.02  # while ending without a subreaper: how often to look whether the tree is empty
 _LONGEST_WAIT = 3600.0  # select() refuses huge timeouts; we wake up and wait again
+# No deadline at all (the common case: no --timeout, not ending): wait in a plain read.
 # Python ignores these two itself before any code runs: their state at exec is unknowable.
 _SET_BY_PYTHON = frozenset({int(sig.SIGPIPE), int(sig.SIGXFSZ)})
 _STOPS = frozenset({int(sig.SIGTERM), int(sig.SIGINT)})
@@ -152,24 +153,10 @@ class _Supervisor:
         if self.me != 1 and self.linux_tree and not _subreaper_already:
             self.watcher = _watcher.start(self.tag, stop_signal=opts.stop_signal,
                                           grace=opts.grace, single_child=opts.single_child)
-        # Imported after the watcher's fork, so that its double fork runs meanwhile
-        # (ctypes is a good part of our start-up).
+        # Everything up to reap_middle() runs while the watcher's double fork does
+        # (ctypes, the handlers): start-up is a budget.
         from quiesce._proc import _platform
 
-        if self.watcher is not None:
-            _watcher.reap_middle()  # before we become a subreaper: it must not come to us
-        if opts.pdeathsig:
-            _platform.set_parent_death_signal(opts.pdeathsig)
-        self.subreaper = _platform.set_child_subreaper() or self.me == 1
-        # A second supervise() in this process (tests) cannot double-fork a watcher
-        # that is not its own child any more: it goes without.
-        _subreaper_already = self.subreaper
-        if self.me == 1:
-            from quiesce._cli import _tree  # here and below only when needed: start-up
-
-            self.blind_init = not _tree.process_table_is_ours()  # /proc's PIDs name others
-        if not self.subreaper:
-            self.linux_tree = False  # the parent chain no longer holds every descendant
         wake_r, wake_w = os.pipe()
         for fd in (wake_r, wake_w):
             os.set_blocking(fd, False)
@@ -183,6 +170,20 @@ class _Supervisor:
             command_env = dict(os.environ if env is None else env)
             tags = command_env.get(_launch.TAGS_ENV, "").split()
             command_env[_launch.TAGS_ENV] = " ".join([*tags, self.tag])
+            if self.watcher is not None:
+                _watcher.reap_middle()  # before we become a subreaper: it must not come to us
+            if opts.pdeathsig:
+                _platform.set_parent_death_signal(opts.pdeathsig)
+            self.subreaper = _platform.set_child_subreaper() or self.me == 1
+            # A second supervise() in this process (tests) cannot double-fork a watcher
+            # that is not its own child any more: it goes without.
+            _subreaper_already = self.subreaper
+            if self.me == 1:
+                from quiesce._cli import _tree  # here and below only when needed: start-up
+
+                self.blind_init = not _tree.process_table_is_ours()  # /proc lies about PIDs
+            if not self.subreaper:
+                self.linux_tree = False  # the parent chain no longer holds every descendant
             try:
                 self.pid = _launch.launch(
                     argv, command_env, new_group=not opts.foreground, tty_fd=self.tty_fd,
@@ -242,11 +243,14 @@ class _Supervisor:
                 self.say(f"{len(left)} process(es) survived SIGKILL for {KILL_WAIT:g} s "
                          f"(PIDs {sorted(left)}); giving up")
                 return EXIT_FAILURE
-            select.select([wake_r], [], [], self._wait_time(now, deadline))
+            _wait(wake_r, self._wait_time(now, deadline))
 
     _command_exit_handled = False
 
-    def _wait_time(self, now: float, deadline: float | None) -> float:
+    def _wait_time(self, now: float, deadline: float | None) -> float | None:
+        """How long the loop may sleep; None: until a signal arrives."""
+        if deadline is None and self.ending_since is None and self.killed_at is None:
+            return None
         wake = [_LONGEST_WAIT]
         if deadline is not None:
             wake.append(deadline - now)
@@ -503,8 +507,31 @@ def _note(signum: int, frame: FrameType | None) -> None:
     """Installed so the signal is caught (and written to the wakeup fd); the loop acts."""
 
 
+def _wait(fd: int, timeout: float | None) -> None:
+    """Until the wakeup fd is readable (a signal arrived) or ``timeout`` passes.
+
+    Without a timeout a blocking ``poll`` would do, but so does a blocking read of
+    nothing: both wait in the kernel; ``select`` is imported only when a deadline
+    needs it (its import is a measurable part of ``quiesce run -- true``).
+    """
+    if timeout is not None:
+        import select
+
+        select.select([fd], [], [], timeout)
+        return
+    os.set_blocking(fd, True)
+    try:
+        _pending.extend(os.read(fd, 512))  # the signal number(s) that woke us
+    finally:
+        os.set_blocking(fd, False)
+
+
+_pending: list[int] = []  # bytes _wait read off the wakeup fd for _drain to hand out
+
+
 def _drain(fd: int) -> list[int]:
-    data = b""
+    data = bytes(_pending)
+    _pending.clear()
     while True:
         try:
             chunk = os.read(fd, 512)
