@@ -283,3 +283,39 @@ def test_import_quiesce_is_lazy_and_complete() -> None:
         assert getattr(quiesce, name) is not None
     with pytest.raises(AttributeError, match="no attribute 'nope'"):
         quiesce.nope  # noqa: B018
+
+
+# -- the option parser (GNU getopt style, as tini, dumb-init and timeout) ------------------
+
+@pytest.mark.parametrize(("argv", "options", "command"), [
+    (["-vc", "--", "x"], {"--verbose": [("-v", "")], "--single-child": [("-c", "")]}, ["x"]),
+    (["-s0", "-k1", "x", "-v"], {"--signal": [("-s", "0")], "--kill-after": [("-k", "1")]},
+     ["x", "-v"]),
+    (["--signal=INT", "--grace", "2", "x"],
+     {"--signal": [("--signal", "INT")], "--kill-after": [("--grace", "2")]}, ["x"]),
+    (["--fore", "--pres", "x"], {"--foreground": [("--fore", "")],
+                                 "--preserve-status": [("--pres", "")]}, ["x"]),
+    (["-r", "1:2", "-r3:4", "x"], {"--rewrite": [("-r", "1:2"), ("-r", "3:4")]}, ["x"]),
+    (["-", "x"], {}, ["-", "x"]),
+    ([], {}, []),
+])
+def test_parse_options(argv: list[str], options: dict[str, list[tuple[str, str]]],
+                       command: list[str]) -> None:
+    from quiesce._cli._commandline import RUN_OPTIONS, parse_options
+
+    assert parse_options(RUN_OPTIONS, argv) == (options, command)
+
+
+@pytest.mark.parametrize(("argv", "message"), [
+    (["--yolo"], "unrecognized option '--yolo'"),
+    (["-z"], "unrecognized option '-z'"),
+    (["--p"], "option '--p' is ambiguous"),
+    (["-s"], "-s: needs a value (SIG)"),
+    (["--timeout"], "--timeout: needs a value (S)"),
+    (["--verbose=yes"], "--verbose: takes no value"),
+])
+def test_parse_options_errors(argv: list[str], message: str) -> None:
+    from quiesce._cli._commandline import RUN_OPTIONS, UsageError, parse_options
+
+    with pytest.raises(UsageError, match=f"^{message}$".replace("(", r"\(").replace(")", r"\)")):
+        parse_options(RUN_OPTIONS, argv)

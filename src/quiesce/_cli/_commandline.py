@@ -92,8 +92,7 @@ def parse_options(options: Sequence[Option], argv: Sequence[str]
     found: dict[str, list[tuple[str, str]]] = {}
 
     def store(option: Option, spelled: str, value: str) -> None:
-        if option.dest in found and not option.repeat and option.metavar:
-            raise UsageError(f"{spelled}: given twice")
+        # Given twice, the last one wins, as with getopt (wrappers prepend defaults).
         found.setdefault(option.dest, []).append((spelled, value))
 
     i = 0

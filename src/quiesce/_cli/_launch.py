@@ -73,10 +73,18 @@ def launch(argv: Sequence[str], env: Mapping[str, str], *, new_group: bool,
     from quiesce._proc import _platform  # ctypes: imported late, see _supervise
 
     parent = os.getpid()
-    err_r, err_w = os.pipe()  # close-on-exec both
+    try:
+        err_r, err_w = os.pipe()  # close-on-exec both
+    except OSError as exc:
+        raise LaunchError(EXIT_FAILURE, f"cannot start {argv[0]}: {exc}") from None
     old_mask = sig.pthread_sigmask(sig.SIG_BLOCK, CATCHABLE)
     try:
-        pid = os.fork()
+        try:
+            pid = os.fork()
+        except OSError as exc:  # EAGAIN, ENOMEM: no process to run it in
+            os.close(err_r)
+            os.close(err_w)
+            raise LaunchError(EXIT_FAILURE, f"cannot start {argv[0]}: fork: {exc}") from None
         if pid == 0:  # pragma: no cover - the child execs or _exits
             _child(argv, env, parent, err_w, new_group, tty_fd,
                    death_signal if _platform.IS_LINUX else 0, ignored, mask)
