@@ -49,7 +49,7 @@ def name(number: int) -> str:
         return _NAMES[number]
     rtmin = _NUMBERS.get("SIGRTMIN")
     if rtmin is not None and number >= rtmin:
-        return f"SIGRTMIN+{number - rtmin}"
+        return f"SIGRTMIN+{number - rtmin}" if number > rtmin else "SIGRTMIN"
     return str(number)
 
 

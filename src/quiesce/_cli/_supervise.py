@@ -124,6 +124,7 @@ class _Supervisor:
         self.watcher: int | None = None
         self.pipes_to_ignore = 0  # SIGPIPEs our own writes to a closed stderr caused
         self.expect_stop = False  # we forwarded a signal that stops the command
+        self._command_exit_handled = False  # leftovers were told when the command ended
         self.subreaper = False
         self.blind_init = False
         self.linux_tree = sys.platform.startswith("linux")
@@ -244,8 +245,6 @@ class _Supervisor:
                          f"(PIDs {sorted(left)}); giving up")
                 return EXIT_FAILURE
             _wait(wake_r, self._wait_time(now, deadline))
-
-    _command_exit_handled = False
 
     def _wait_time(self, now: float, deadline: float | None) -> float | None:
         """How long the loop may sleep; None: until a signal arrives."""
