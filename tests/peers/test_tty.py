@@ -200,3 +200,17 @@ def test_ctrl_z_makes_quiesce_a_stopped_job_of_the_shell() -> None:
         assert reap(pid) == 0
     finally:
         os.close(fd)
+
+
+def test_verbose_logging_with_tostop_does_not_stop_anything() -> None:
+    """quiesce's own: with ``stty tostop`` a background write raises SIGTTOU; quiesce's
+    -v lines, written while the command has the terminal, must not pass for job control."""
+    pid, fd = spawn(["/bin/sh", "-c", f"stty tostop; exec {' '.join(QUIESCE)} -v -- "
+                                      "sh -c 'sleep 0.3; exit 5'"])
+    try:
+        ttyflags(fd)
+        output = readall(fd, time.monotonic() + 20)
+        assert reap(pid) == 5, output
+        assert b"exit status 5" in output
+    finally:
+        os.close(fd)

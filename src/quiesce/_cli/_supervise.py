@@ -60,6 +60,7 @@ _LONGEST_WAIT = 3600.0  # select() refuses huge timeouts; we wake up and wait ag
 # Python ignores these two itself before any code runs: their state at exec is unknowable.
 _SET_BY_PYTHON = frozenset({int(sig.SIGPIPE), int(sig.SIGXFSZ)})
 _STOPS = frozenset({int(sig.SIGTERM), int(sig.SIGINT)})
+_TTOU = frozenset({int(sig.SIGTTOU)})
 _STOPPING = frozenset({int(sig.SIGSTOP), *JOB_CONTROL})  # what stops a process by default
 
 
@@ -135,7 +136,13 @@ class _Supervisor:
             self.say(message)
 
     def say(self, message: str) -> None:
-        """To stderr, unbuffered; a closed or broken stderr only silences us."""
+        """To stderr, unbuffered; a closed or broken stderr only silences us.
+
+        While the command has the terminal we write from a background group: with
+        ``stty tostop`` that raises SIGTTOU, which we would take for job control,
+        so it is blocked around the write (the kernel then lets the write through).
+        """
+        old = sig.pthread_sigmask(sig.SIG_BLOCK, _TTOU) if self.tty_fd is not None else None
         try:
             os.write(2, f"quiesce run: {message}\n".encode(errors="replace"))
         except BrokenPipeError:
@@ -143,6 +150,9 @@ class _Supervisor:
             self.opts.verbose = False
         except OSError:
             self.opts.verbose = False
+        finally:
+            if old is not None:
+                sig.pthread_sigmask(sig.SIG_SETMASK, old)
 
     # -- the whole run ---------------------------------------------------------------
     def run(self, argv: Sequence[str], env: Mapping[str, str] | None) -> int:
@@ -493,7 +503,7 @@ def _is_foreground(fd: int, pgid: int) -> bool:
 def _set_foreground(fd: int, pgid: int) -> None:
     # A background group calling tcsetpgrp gets SIGTTOU unless it blocks it; we catch
     # SIGTTOU (to forward it), so block it around the call.
-    old = sig.pthread_sigmask(sig.SIG_BLOCK, {int(sig.SIGTTOU)})
+    old = sig.pthread_sigmask(sig.SIG_BLOCK, _TTOU)
     try:
         os.tcsetpgrp(fd, pgid)
     except OSError:
