@@ -278,6 +278,7 @@ def test_import_quiesce_is_lazy_and_complete() -> None:
     assert "quiesce._scope._scope" in loaded  # negative control: names do load their modules
     import quiesce
 
+    assert set(quiesce.__all__) == set(quiesce._LAZY), "add a public name in both places"
     assert set(quiesce.__all__) <= set(dir(quiesce))
     for name in quiesce.__all__:
         assert getattr(quiesce, name) is not None

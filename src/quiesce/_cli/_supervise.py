@@ -123,7 +123,7 @@ class _Supervisor:
         self.timed_out = False
         self.tty_fd: int | None = None
         self.watcher: int | None = None
-        self.pipes_to_ignore = 0  # SIGPIPEs our own writes to a closed stderr caused
+        self.pipes_to_ignore = 0  # SIGPIPEs our own writes (stderr, watcher) caused
         self.expect_stop = False  # we forwarded a signal that stops the command
         self._command_exit_handled = False  # leftovers were told when the command ended
         self.subreaper = False
@@ -203,7 +203,7 @@ class _Supervisor:
                 self.say(str(exc))
                 return exc.status
             self.pgid = self.pid if not opts.foreground else os.getpgrp()
-            _watcher.tell(self.watcher, f"P{self.pid}\n")
+            self._tell_watcher(f"P{self.pid}\n")
             self.log(f"started {argv[0]!r} as PID {self.pid} "
                      f"{'in its own process group' if not opts.foreground else 'in ours'}"
                      f"{', as child subreaper' if self.subreaper else ''}")
@@ -217,11 +217,15 @@ class _Supervisor:
             # it cannot replace the status (restoring the defaults would let it kill us).
             sig.set_wakeup_fd(-1)
             self._take_terminal_back()
-            _watcher.tell(self.watcher, ".")
+            self._tell_watcher(".")
             os.close(wake_r)
             os.close(wake_w)
             if self.watcher is not None:
                 os.close(self.watcher)
+
+    def _tell_watcher(self, message: str) -> None:
+        if not _watcher.tell(self.watcher, message):
+            self.pipes_to_ignore += 1  # its SIGPIPE is ours, not to be forwarded
 
     def _loop(self, wake_r: int) -> int:
         opts = self.opts

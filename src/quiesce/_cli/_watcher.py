@@ -86,13 +86,17 @@ def reap_middle() -> None:
         _middle = 0
 
 
-def tell(fd: int | None, message: str) -> None:
+def tell(fd: int | None, message: str) -> bool:
+    """Write ``message`` to the watcher; False if its pipe broke (a SIGPIPE came with it)."""
     if fd is None:
-        return
+        return True
     try:
         os.write(fd, message.encode())
+    except BrokenPipeError:
+        return False  # the watcher died: nothing to tell
     except OSError:
-        pass  # the watcher died: nothing to tell
+        pass
+    return True
 
 
 def _run(fd: int, tag: str, stop_signal: int, grace: float,
