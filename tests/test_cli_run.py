@@ -31,6 +31,7 @@ PROGRAMS = Path(__file__).parent / "programs"
 QUIESCE_RUN = [sys.executable, "-m", "quiesce", "run"]
 # 100 orphans exiting 10 ms apart (over 1 s, a whole period of a 1 s timer); command ends at 1.6 s
 STORM = [sys.executable, str(PROGRAMS / "cli_orphan_storm.py"), "100", "0.01", "1.6"]
+MARGIN = 8.0  # seconds of slack for a loaded CI machine
 PROMPT = 0.25  # the longest a zombie may wait to be reaped, with room for a loaded CI machine
 
 
@@ -150,23 +151,27 @@ def test_sigkill_of_the_supervisor_ends_the_whole_tree(tmp_path: Path) -> None:
         f"open({str(leftover_pid)!r}, 'w').write(str(p.pid))\n"
         "print('ready', flush=True)\n"
         "time.sleep(60)\n")
-    grace = 1.5
+    grace = 2.0
     proc = subprocess.Popen([*QUIESCE_RUN, "-k", str(grace), "--", sys.executable, "-c", script],
                             stdout=subprocess.PIPE)
     assert proc.stdout is not None and proc.stdout.readline() == b"ready\n"
+    proc.stdout.close()
     leftover = int(leftover_pid.read_text())
     killed = time.monotonic()
     proc.kill()
     proc.wait()
-    deadline = killed + grace + 8
+    deadline = killed + grace + MARGIN
     while not marker.exists() and time.monotonic() < deadline:
         time.sleep(0.01)
     assert marker.exists(), "the command never got the stop signal"
-    assert float(marker.read_text()) - killed < 1.0, "the stop signal was late"
-    assert alive(leftover), "the leftover was killed before the grace"
-    took, left = seconds_until_gone([leftover], limit=grace + 8)
+    assert float(marker.read_text()) - killed < grace / 2, "the stop signal was late"
+    left = [leftover]
+    while left and time.monotonic() < deadline:
+        left = [pid for pid in left if alive(pid)]
+        time.sleep(0.01)
+    gone = time.monotonic() - killed
     assert left == [], "the leftover survived the supervisor's SIGKILL"
-    assert took >= grace - 0.5 - (time.monotonic() - killed - took)
+    assert gone >= grace - 0.1, f"the leftover was SIGKILLed after {gone:.2f} s, before the grace"
 
 
 def test_a_late_signal_does_not_replace_the_status() -> None:
