@@ -1,9 +1,9 @@
 """``quiesce run``: supervise one command and everything it starts.
 
 One thread, one loop: a Python-level handler for every catchable signal,
-with ``signal.set_wakeup_fd`` so the loop wakes (in ``select``, or a read
-of the wakeup fd when nothing has a deadline) the moment
-any arrives (tini and dumb-init use sigwait/signalfd; the wakeup fd is
+with ``signal.set_wakeup_fd`` so the loop wakes the moment any arrives (in
+``select``, or in a plain read of the wakeup fd when nothing has a
+deadline; tini and dumb-init use sigwait/signalfd, the wakeup fd is
 Python's equivalent). Each wake-up reaps every zombie with
 ``waitpid(-1, WNOHANG)`` in a loop, so a storm of orphans never piles up.
 Every catchable signal is caught, so none can kill the supervisor before
@@ -27,12 +27,12 @@ are forwarded, never escalated. tini and dumb-init exit when the command
 does, and what it left is killed by the kernel (PID 1) or orphaned
 (tini#180, dumb-init#212).
 
-Rejected: signalfd or ``sigwait`` (Python has no signalfd; a blocked mask
-would leak into the command unless reset between fork and exec, which
-``_launch`` does anyway, but ``sigwait`` cannot also wait for a timeout on
-old Pythons and the wakeup fd needs no mask at all); polling ``waitpid`` on
-a timer (zombies would wait for the next tick); escalating on a second
-SIGTERM (a manager that repeats its signal would cut the grace it gave).
+Rejected: signalfd or ``sigtimedwait`` (Python has no signalfd; blocking
+every signal to wait for them would make a signal that arrives while we
+write or fork wait too, and the wakeup fd needs no mask at all); polling
+``waitpid`` on a timer (zombies would wait for the next tick); escalating
+on a second SIGTERM (a manager that repeats its signal would cut the grace
+it gave); ``subprocess`` (see ``_launch``).
 """
 
 from __future__ import annotations
@@ -56,7 +56,6 @@ EXIT_NOT_FOUND = _launch.EXIT_NOT_FOUND
 KILL_WAIT = 5.0  # after SIGKILL, how long the tree may take to be gone before we give up
 POLL = 0.02  # while ending without a subreaper: how often to look whether the tree is empty
 _LONGEST_WAIT = 3600.0  # select() refuses huge timeouts; we wake up and wait again
-# No deadline at all (the common case: no --timeout, not ending): wait in a plain read.
 # Python ignores these two itself before any code runs: their state at exec is unknowable.
 _SET_BY_PYTHON = frozenset({int(sig.SIGPIPE), int(sig.SIGXFSZ)})
 _STOPS = frozenset({int(sig.SIGTERM), int(sig.SIGINT)})
