@@ -147,8 +147,9 @@ def test_sigkill_of_the_supervisor_ends_the_whole_tree(tmp_path: Path) -> None:
         "def term(*a):\n"
         f"    open({str(marker)!r}, 'w').write(str(time.monotonic())); sys.exit(0)\n"
         "signal.signal(signal.SIGTERM, term)\n"
-        "p = subprocess.Popen(['setsid', 'sh', '-c', \"trap '' TERM; sleep 60 & wait\"])\n"
-        f"open({str(leftover_pid)!r}, 'w').write(str(p.pid))\n"
+        "subprocess.Popen(['setsid', 'sh', '-c', \"trap '' TERM; echo $$ > $0.tmp; \"\n"
+        f"                  \"mv $0.tmp $0; sleep 60 & wait\", {str(leftover_pid)!r}])\n"
+        f"while not os.path.exists({str(leftover_pid)!r}): time.sleep(0.01)\n"
         "print('ready', flush=True)\n"
         "time.sleep(60)\n")
     grace = 2.0
