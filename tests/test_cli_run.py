@@ -326,3 +326,14 @@ def test_parse_options_errors(argv: list[str], message: str) -> None:
 
     with pytest.raises(UsageError, match=f"^{message}$".replace("(", r"\(").replace(")", r"\)")):
         parse_options(RUN_OPTIONS, argv)
+
+
+def test_a_tree_that_keeps_forking_is_ended() -> None:
+    """Leftovers that ignore TERM and keep forking: SIGKILL sweeps repeat until none is left
+    (the leak fixture fails the test if one survives)."""
+    script = ("trap '' TERM; for i in 1 2 3; do ( trap '' TERM; while true; do "
+              "( trap '' TERM; sleep 30 ) & sleep 0.01; done ) & done; sleep 0.3; exit 3")
+    started = time.monotonic()
+    result = subprocess.run([*QUIESCE_RUN, "-k", "0.5", "--", "bash", "-c", script], timeout=60)
+    assert result.returncode == 3
+    assert time.monotonic() - started < 0.3 + 0.5 + MARGIN

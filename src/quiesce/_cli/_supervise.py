@@ -249,6 +249,10 @@ class _Supervisor:
             if (self.ending_since is not None and self.killed_at is None
                     and now >= self.ending_since + opts.grace):
                 self._kill_all()
+            elif self.killed_at is not None and not opts.single_child:
+                # Again on every poll while anything is left: a process forked after the
+                # first sweep (a fork bomb) gets its SIGKILL too.
+                self._signal_rest(int(sig.SIGKILL))
             if self.status is not None and not self._tree_alive():
                 self._reap()
                 return self._result()
