@@ -174,7 +174,7 @@ def report(headline: str, threads: list[threading.Thread], pids: Iterable[int],
             lines.append(f"    PID {pid}: {_cmdline(pid)}")
             continue
         lines.append(f"    PID {pid}: multiprocessing child {describe_process(proc)}")
-        its = child_stack(pid) if getattr(proc, "_start_method", None) == "fork" else []
+        its = child_stack(pid) if start_method(proc) == "fork" else []
         if its:
             lines.append("      its Python stack:")
             lines.extend(f"        {line}" for line in its)
@@ -215,8 +215,14 @@ def describe_process(proc: Any) -> str:
     what = getattr(proc, "_quiesce_doctor_target", None)
     if what is None:
         what = f"run() of {type(proc).__module__}.{type(proc).__qualname__}"
-    method = getattr(proc, "_start_method", None) or "?"
+    method = start_method(proc) or "?"
     return f"{proc.name!r}, {what}, start method {method}"
+
+
+def start_method(proc: Any) -> str | None:
+    """How ``proc`` was started; a plain ``multiprocessing.Process`` says it by its Popen."""
+    return (getattr(proc, "_start_method", None)
+            or getattr(getattr(proc, "_popen", None), "method", None))
 
 
 def child_stack(pid: int, timeout: float = 1.0) -> list[str]:
