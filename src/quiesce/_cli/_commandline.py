@@ -66,6 +66,9 @@ RUN_OPTIONS = [
            help="exit 0 when the command exits CODE (tini -e); may repeat"),
     Option("-p", "--pdeathsig", metavar="SIG",
            help="when our parent dies, act as if SIG arrived (tini -p)"),
+    Option("--exit-with-main", metavar="GRACE", optional=True,
+           help="COMMAND is `python SCRIPT|-m MODULE ...`: when its main code ends, end what "
+                "it left running after GRACE (default: -k) and exit with main's status"),
     Option("-v", "--verbose", help="say on stderr what is forwarded, signalled and reaped"),
     Option("-V", "--version", help="print the version and exit"),
     Option("-h", "--help", help="print this help and exit"),
@@ -252,7 +255,25 @@ def run_main(argv: Sequence[str]) -> int:
         return _usage_error(str(exc))
     if not command:
         return _usage_error("give the command to run after --")
+    if "--exit-with-main" in found:
+        try:
+            command = _exit_with_main(found["--exit-with-main"][-1], command, options)
+        except UsageError as exc:
+            return _usage_error(str(exc))
     return _supervise.supervise(command, options)
+
+
+def _exit_with_main(given: tuple[str, str], command: list[str],
+                    options: _supervise.Options) -> list[str]:
+    """COMMAND rewritten to run under the exit agent (``--exit-with-main[=GRACE]``)."""
+    from quiesce._cli._exit_with_main import agent_command
+
+    grace = options.grace if not given[1] else _duration(*given)
+    try:
+        return agent_command(command, grace=grace, kill_after=options.grace,
+                             stop_signal=options.stop_signal)
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
 
 
 def main(argv: Sequence[str] | None = None) -> int:

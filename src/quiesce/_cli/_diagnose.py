@@ -22,11 +22,14 @@ _BARE_FLAGS = {"-b", "-bb", "-B", "-d", "-E", "-I", "-O", "-OO", "-P", "-q", "-R
                "-u", "-v"}
 
 
-def agent_command(command: Sequence[str], after: float, every: float) -> list[str]:
-    """The program's command line, rewritten to run under the agent; ValueError if not Python."""
+def python_command(command: Sequence[str], who: str) -> tuple[str, list[str], list[str]]:
+    """``(interpreter, flags, target)`` of ``python [FLAGS] SCRIPT|-m MODULE [ARG...]``.
+
+    Raises ValueError, starting with ``who``, if ``command`` is not such a command.
+    """
     if not command or not (_PYTHON.match(os.path.basename(command[0]))
                            or command[0] == sys.executable):
-        raise ValueError("doctor: the command must be a Python interpreter followed by a "
+        raise ValueError(f"{who}: the command must be a Python interpreter followed by a "
                          f"script or -m MODULE, e.g. `python app.py`; got {list(command)!r}")
     interpreter, rest = command[0], list(command[1:])
     flags: list[str] = []
@@ -37,11 +40,17 @@ def agent_command(command: Sequence[str], after: float, every: float) -> list[st
         elif flag in _BARE_FLAGS or flag[:2] in _FLAGS_WITH_VALUE:
             flags.append(flag)
         else:
-            raise ValueError(f"doctor: interpreter option {flag!r} is not supported; "
+            raise ValueError(f"{who}: interpreter option {flag!r} is not supported; "
                              "run `python SCRIPT ...` or `python -m MODULE ...`")
     if not rest or (rest[0] == "-m" and len(rest) < 2):
-        raise ValueError("doctor: give the script (or -m MODULE) to run")
-    return [interpreter, *flags, AGENT, "--after", str(after), "--every", str(every), *rest]
+        raise ValueError(f"{who}: give the script (or -m MODULE) to run")
+    return interpreter, flags, rest
+
+
+def agent_command(command: Sequence[str], after: float, every: float) -> list[str]:
+    """The program's command line, rewritten to run under the agent; ValueError if not Python."""
+    interpreter, flags, target = python_command(command, "doctor")
+    return [interpreter, *flags, AGENT, "--after", str(after), "--every", str(every), *target]
 
 
 def doctor(command: Sequence[str], options: _supervise.Options, *, after: float,
