@@ -239,6 +239,31 @@ class StopToken:
             return True
         return False
 
+    async def wait_async(self, timeout: float | None = None) -> bool:
+        """``wait()`` for coroutines: never blocks the event loop, never polls.
+
+        Returns True as soon as the token is stopped (by any thread or
+        process), False once ``timeout`` seconds have passed. The loop
+        watches ``fileno()`` (``loop.add_reader``), so the wake-up costs what
+        an ``asyncio.Event`` set with ``call_soon_threadsafe`` costs.
+
+        Raises ``ValueError``/``TypeError`` for a negative, NaN or
+        non-number ``timeout``; ``RuntimeError`` outside a running loop.
+
+        Example::
+
+            async def heartbeat(token: quiesce.StopToken) -> None:
+                while not await token.wait_async(timeout=1.0):
+                    print("still here")
+        """
+        timeout = _validate.seconds("timeout", timeout, allow_none=True)
+        from quiesce._core._async_wait import wait_token  # asyncio only for asyncio users
+
+        if await wait_token(self, timeout):
+            self._fire()  # a stop from another process: run local callbacks now
+            return True
+        return False
+
     def raise_if_stopped(self) -> None:
         """Raise `Stopped` if the token is stopped; otherwise do nothing.
 

@@ -22,7 +22,9 @@ import sys
 import threading
 import time
 from collections.abc import Callable
-from concurrent.futures import InvalidStateError
+from concurrent.futures import InvalidStateError, ThreadPoolExecutor
+from contextvars import Context
+from functools import partial
 from typing import Any, TypeVar, final
 
 from quiesce._core._context import _current
@@ -47,8 +49,21 @@ class _WorkerThread:
         self.token: StopToken | None = None  # reused by the next task while unused
 
 
+def _in_own_context(call: partial[Any], token: StopToken, args: tuple[Any, ...],
+                    kwargs: dict[str, Any]) -> tuple[Callable[..., Any], tuple[Any, ...],
+                                                     dict[str, Any]]:
+    """``partial(context.run, fn, ...)`` (asyncio.to_thread) runs in its caller's copied
+    context, where our ``_current.set`` is not seen: set the task's token inside it."""
+    return call.func, (_call_with_token, token, *call.args, *args), {**call.keywords, **kwargs}
+
+
+def _call_with_token(token: StopToken, fn: Callable[..., T], /, *args: Any, **kwargs: Any) -> T:
+    _current.set(token)  # inside a context copied for this one call (asyncio.to_thread)
+    return fn(*args, **kwargs)
+
+
 @final
-class ThreadPool(Pool):
+class ThreadPool(Pool, ThreadPoolExecutor):
     """`concurrent.futures.ThreadPoolExecutor`, plus stoppable tasks.
 
     A drop-in executor (`submit`, `map`, `shutdown`, `with`) whose tasks
@@ -65,6 +80,12 @@ class ThreadPool(Pool):
     pool belongs to the token current where it is made: when that token
     stops (a scope, a signal under `handle_signals`), the pool stops too.
     Use `Scope.thread_pool` to have a scope own it.
+
+    It *is* a `ThreadPoolExecutor` (a subclass that shares none of its
+    machinery), so APIs that insist on one take it: with
+    `loop.set_default_executor(quiesce.ThreadPool())`, cancelling an
+    `asyncio.to_thread` or `run_in_executor` call that already runs stops
+    its task's token (`current_token()` inside the call).
 
     Args:
         max_workers: Threads at most; None: `min(32, os.cpu_count() + 4)`.
@@ -232,11 +253,14 @@ class ThreadPool(Pool):
         self._running[future] = task  # one dict op: atomic under the GIL, no lock needed
         if task.timeout is not None or task.deadline is not None:
             self._arm_timeout(task)
-        wants = self._wants_token.get(fn)
-        if wants is None:
-            wants = self._learn_wants_token(fn)
-        if wants and "token" not in kwargs:
-            kwargs = {**kwargs, "token": token}
+        if type(fn) is partial and type(getattr(fn.func, "__self__", None)) is Context:
+            fn, args, kwargs = _in_own_context(fn, token, args, kwargs)
+        else:
+            wants = self._wants_token.get(fn)
+            if wants is None:
+                wants = self._learn_wants_token(fn)
+            if wants and "token" not in kwargs:
+                kwargs = {**kwargs, "token": token}
         if worker.current is not token:  # the thread keeps its context between tasks
             _current.set(token)
             worker.current = token
