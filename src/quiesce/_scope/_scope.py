@@ -24,7 +24,7 @@ from collections.abc import Callable
 from contextvars import Token as ContextToken
 from multiprocessing.context import BaseContext
 from types import TracebackType
-from typing import Any, Literal, final
+from typing import TYPE_CHECKING, Any, Literal, final
 
 from quiesce._core import _validate
 from quiesce._core._context import _current, current_token
@@ -41,6 +41,12 @@ from quiesce._scope._pool_in_scope import PoolWorker
 from quiesce._scope._popen_worker import PopenWorker
 from quiesce._scope._process_worker import ProcessWorker
 from quiesce._scope._worker import Owner, ThreadWorker, Worker, WorkerReport
+
+if TYPE_CHECKING:  # asyncio is imported only by programs that use it
+    import asyncio
+    from collections.abc import Coroutine
+
+    from quiesce._core._async_wait import TaskCanceller
 
 log = logging.getLogger("quiesce")
 
@@ -145,6 +151,10 @@ class Scope:
         self._entered = False
         self._context_token: ContextToken[StopToken | None] | None = None
         self._worker_ids = itertools.count(1)
+        # async with: the loop it was entered on, what cancels its body, who awaits changes
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._body_canceller: TaskCanceller | None = None
+        self._async_waiters: list[tuple[asyncio.AbstractEventLoop, asyncio.Future[None]]] = []
         ref = weakref.ref(self)
         self._owner: Owner = _ScopeOwner(ref, self._token, self._grace, self._kill_after,
                                          self._interrupt_threads)
@@ -354,6 +364,62 @@ class Scope:
                                pool))
         return pool
 
+    def task(self, coro: Coroutine[Any, Any, Any], /, *,
+             name: str | None = None) -> asyncio.Task[Any]:
+        """Run ``coro`` as an asyncio task this scope owns; returns the ``asyncio.Task``.
+
+        Only in a scope entered with ``async with``, from a coroutine on the
+        same loop. Inside the task ``current_token()`` is its own token (a
+        child of the scope's). The scope's stop cancels it; one that
+        swallows the cancellation is reported ``abandoned`` after ``grace``
+        and no longer waited for. If it raises, the scope stops (its
+        siblings are cancelled, the body too) and leaving the block raises
+        the error (several: an ``ExceptionGroup``); a ``Stopped`` or a
+        cancellation is a clean end.
+
+        Raises ``TypeError`` if ``coro`` is not a coroutine object,
+        ``RuntimeError`` outside ``async with`` or once the scope stops.
+
+        Example::
+
+            async with quiesce.Scope(grace=2.0) as scope:
+                fetcher = scope.task(fetch_forever(queue))
+                scope.process(crunch, data)
+                result = await scope.task(compute())
+            # leaving: fetcher is cancelled, the process gets the ladder
+        """
+        import asyncio
+
+        from quiesce._scope._task_worker import TaskWorker
+
+        if not asyncio.iscoroutine(coro):
+            hint = " (call the async function: scope.task(fn(...)))" if callable(coro) else ""
+            raise TypeError(f"coro must be a coroutine object, got {type(coro).__name__}{hint}")
+        if name is not None and not isinstance(name, str):
+            coro.close()
+            raise TypeError(f"name must be a str or None, not {type(name).__name__}")
+        try:
+            loop = asyncio.get_running_loop()
+            if self._loop is None:
+                raise RuntimeError(f"scope.task() needs a scope entered with `async with`; "
+                                   f"scope {self.name!r} was not")
+            if loop is not self._loop:
+                raise RuntimeError(f"scope.task() must be called on the loop that entered "
+                                   f"scope {self.name!r}")
+            label = name or getattr(coro, "__qualname__", None) or type(coro).__name__
+            worker = TaskWorker(self._owner, f"{self.name}/{label}-{next(self._worker_ids)}",
+                                coro, loop)
+        except BaseException:
+            coro.close()
+            raise
+        try:
+            self._adopt(worker)
+        except BaseException:
+            worker._close_unstarted()
+            raise
+        assert worker.task is not None
+        return worker.task
+
     def join(self, timeout: float | None = None) -> bool:
         """Wait until every worker has ended (pools: until they have no work).
 
@@ -455,6 +521,57 @@ class Scope:
 
     def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
                  tb: TracebackType | None) -> Literal[False]:
+        body_error = self._begin_exit(exc)
+        self._run_ladder_if_pending()
+        in_slices(self._ladder_done.wait, None)
+        return self._end_exit(exc, body_error)
+
+    async def __aenter__(self) -> Scope:
+        """``async with``: as ``with``, plus tasks (``task()``) and a cancellable body.
+
+        While the block runs, a stop of the scope that the block did not
+        cause (a task or worker failed, ``scope.stop()``, a stop from above
+        such as a signal under ``quiesce.aio.run``) cancels the body; leaving
+        then raises the failure, or ``Stopped``, instead of the cancellation.
+        """
+        import asyncio
+
+        from quiesce._core._async_wait import TaskCanceller
+
+        self.__enter__()
+        self._loop = asyncio.get_running_loop()
+        body = asyncio.current_task()
+        if body is not None:
+            self._body_canceller = TaskCanceller(self._token, body, self._loop)
+        return self
+
+    async def __aexit__(self, exc_type: type[BaseException] | None,
+                        exc: BaseException | None, tb: TracebackType | None) -> bool:
+        """Stop what still runs and wait for the ladder (off the loop: it keeps running)."""
+        import asyncio
+
+        canceller, self._body_canceller = self._body_canceller, None
+        ours = False  # the body was cancelled by our stop, and by nothing else
+        if canceller is not None and canceller.disarm():
+            task = asyncio.current_task()
+            if task is not None and task.uncancel() == 0 \
+                    and isinstance(exc, asyncio.CancelledError):
+                exc, ours = None, True  # the stop says why: a failure, or Stopped
+        cancel = exc if isinstance(exc, asyncio.CancelledError) else None
+        body_error = self._begin_exit(None if cancel is not None else exc)
+        self._run_ladder_if_pending()  # no thread could be started: run it here (blocking)
+        while not self._ladder_done.is_set():
+            try:
+                await self._until(self._ladder_done.is_set)
+            except asyncio.CancelledError as again:
+                cancel = cancel or again  # cancelled from outside: end the ladder first
+        self._end_exit(cancel or exc, body_error)  # the errors, else Stopped from above
+        if cancel is not None and cancel is not exc:
+            raise cancel
+        return ours  # our own cancel, stopped by ``scope.stop()``: the block just ends
+
+    def _begin_exit(self, exc: BaseException | None) -> BaseException | None:
+        """Leaving the block: stop the token; returns the body's own error, if any."""
         if self._context_token is not None:
             _current.reset(self._context_token)
             self._context_token = None
@@ -465,12 +582,16 @@ class Scope:
         if body_error is not None:
             reason = f"scope {self.name!r} body raised {type(body_error).__name__}"
         self._token.stop(reason)
-        self._run_ladder_if_pending()
-        in_slices(self._ladder_done.wait, None)
+        return body_error
+
+    def _end_exit(self, exc: BaseException | None,
+                  body_error: BaseException | None) -> Literal[False]:
+        """The ladder is done: raise the body's and the workers' errors, or Stopped."""
         _live_scopes.discard(self)
         errors = [] if self._errors_raised else list(self._errors)
         self._errors_raised = True
         if body_error is not None:
+            errors = [e for e in errors if e is not body_error]  # awaited task re-raised
             if errors:
                 raise BaseExceptionGroup(f"scope {self.name!r} failed", [body_error, *errors])
             return False
@@ -479,6 +600,35 @@ class Scope:
         if exc is None and self._origin == "above":
             raise Stopped(self._token.reason)
         return False
+
+    async def _until(self, done: Callable[[], bool]) -> None:
+        """Wait, without blocking the loop, until ``done()`` (a worker or ladder change)."""
+        import asyncio
+
+        loop = asyncio.get_running_loop()
+        while not done():
+            future: asyncio.Future[None] = loop.create_future()
+            entry = (loop, future)
+            with self._lock:
+                self._async_waiters.append(entry)
+            try:
+                if done():  # changed before we registered: its wake-up is gone
+                    return
+                await future
+            finally:
+                with self._lock:
+                    if entry in self._async_waiters:
+                        self._async_waiters.remove(entry)
+
+    def _wake_async(self) -> None:
+        """Wake every coroutine awaiting ``_changed_async`` (from any thread)."""
+        with self._lock:
+            waiters, self._async_waiters = self._async_waiters, []
+        for loop, future in waiters:
+            try:
+                loop.call_soon_threadsafe(_resolve, future)
+            except RuntimeError:
+                pass  # that loop is closed
 
     def __repr__(self) -> str:
         return f"<Scope {self.name!r} workers={len(self._workers)}>"
@@ -516,6 +666,8 @@ class Scope:
                 self._errors.append(worker.exception)
                 self._origin = self._origin or "failure"
             self._changed.notify_all()
+        if self._async_waiters:
+            self._wake_async()
         if failed:
             exc = worker.exception
             self._token.stop(f"worker {worker.name!r} failed: {type(exc).__name__}: {exc}")
@@ -557,6 +709,7 @@ class Scope:
             self._ladder_done.set()
             with self._changed:
                 self._changed.notify_all()
+            self._wake_async()
 
     def _stop_worker(self, worker: Worker, reason: str | None) -> None:
         worker.token.stop(reason or f"worker {worker.name!r} stopped")
@@ -617,6 +770,13 @@ class _ScopeOwner:
         if scope is not None:
             with scope._changed:
                 scope._changed.notify_all()
+            if scope._async_waiters:
+                scope._wake_async()
+
+
+def _resolve(future: asyncio.Future[None]) -> None:
+    if not future.done():
+        future.set_result(None)
 
 
 def _raise_errors(name: str, errors: list[BaseException]) -> None:
