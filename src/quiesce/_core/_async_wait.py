@@ -35,10 +35,22 @@ import asyncio
 import os
 import weakref
 from collections.abc import Callable
-from typing import TYPE_CHECKING
+from typing import Protocol
 
-if TYPE_CHECKING:
-    from quiesce._core._token import StopHandle, StopToken
+
+class _Handle(Protocol):
+    def cancel(self) -> bool: ...
+
+
+class StopToken(Protocol):
+    """What this module needs of a StopToken (the token module imports this one)."""
+
+    @property
+    def stopped(self) -> bool: ...
+    @property
+    def reason(self) -> str | None: ...
+    def fileno(self) -> int: ...
+    def on_stop(self, callback: Callable[[], object]) -> _Handle: ...
 
 # asyncio caps a selector wait at one day anyway; a longer timeout is re-armed.
 _MAX_TIMER = 86400.0
@@ -189,7 +201,7 @@ class TaskCanceller:
             stopped = token_ref()
             self._request(stopped.reason if stopped is not None else None)
 
-        self._handle: StopHandle | None = token.on_stop(on_stop)
+        self._handle: _Handle | None = token.on_stop(on_stop)
 
     def _request(self, reason: str | None) -> None:
         """In the stopping thread: hand the cancel to the loop."""

@@ -1,0 +1,1 @@
+"""Implementation of ``quiesce.aio`` (asyncio); the public names live in ``quiesce.aio``."""

@@ -1,0 +1,111 @@
+"""A program using quiesce.aio.run; argv: MODE DIR.
+
+Modes:
+  workers   a task, a thread, a process and a popen tree that each write DIR/<name> in
+            their finally/trap, then 'ready' on stdout; main awaits for ever
+  return-N  amain returns N
+  raise     amain raises ValueError
+  stubborn  a task that swallows cancellation and a process ignoring SIGTERM; grace 30 s
+            (only a 2nd signal ends the program soon)
+  stuck     asyncio.to_thread(a call that never looks at its token), a task left outside
+            every scope that swallows cancellation: the exit is still bounded
+  uvloop    like workers, on uvloop (through its event loop policy)
+"""
+
+import asyncio
+import os
+import signal
+import sys
+import time
+
+sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
+
+import quiesce
+import quiesce.aio
+
+
+def write(directory: str, name: str, text: str) -> None:
+    with open(os.path.join(directory, name), "w") as f:
+        f.write(text)
+
+
+def thread_worker(directory: str) -> None:
+    try:
+        quiesce.sleep(60)
+    finally:
+        write(directory, "thread", "thread finally")
+
+
+def process_worker(directory: str) -> None:
+    try:
+        while True:
+            time.sleep(0.01)  # ignores its token: the ladder's SIGTERM raises Stopped
+    finally:
+        write(directory, "process", "process finally")
+
+
+def stubborn_process() -> None:
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    while True:
+        time.sleep(0.01)
+
+
+async def task_worker(directory: str) -> None:
+    try:
+        await asyncio.sleep(60)
+    finally:
+        write(directory, "task", "task finally")
+
+
+async def swallower() -> None:
+    while True:
+        try:
+            await asyncio.sleep(60)
+        except asyncio.CancelledError:
+            pass
+
+
+def stuck_call() -> None:
+    while True:
+        time.sleep(0.01)
+
+
+async def main(mode: str, directory: str) -> int:
+    if mode.startswith("return-"):
+        return int(mode.split("-", 1)[1])
+    if mode == "raise":
+        raise ValueError("main failed on purpose")
+    grace = 30.0 if mode == "stubborn" else 0.5
+    async with quiesce.Scope(grace=grace, kill_after=30) as scope:
+        if mode == "stubborn":
+            scope.task(swallower())
+            scope.process(stubborn_process)
+        elif mode == "stuck":
+            left_out = asyncio.get_running_loop().create_task(swallower())  # noqa: RUF006
+            scope.task(asyncio.to_thread(stuck_call))
+            assert left_out
+        else:
+            scope.task(task_worker(directory))
+            scope.thread(thread_worker, directory)
+            scope.process(process_worker, directory)
+            marker = os.path.join(directory, "popen")
+            scope.popen(["bash", "-c", f"trap 'echo trapped > {marker}; exit 0' TERM; "
+                         "sleep 60 & wait"])
+        await asyncio.sleep(0.3)  # let the workers install their handlers
+        try:  # before 'ready': the signal may land the moment it is printed
+            print("ready", flush=True)
+            await asyncio.sleep(60)
+        finally:
+            write(directory, "main", "main finally")
+    return 3
+
+
+if __name__ == "__main__":
+    mode = sys.argv[1]
+    if mode == "uvloop":
+        import uvloop
+
+        asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
+        mode = "workers"
+    quiesce.aio.run(main, mode, sys.argv[2] if len(sys.argv) > 2 else ".",
+                    grace=1.0, kill_after=1.0)
