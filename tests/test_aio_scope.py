@@ -1,0 +1,380 @@
+"""async with Scope, scope.task, to_thread / to_process: real loops, threads and processes."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import threading
+import time
+from collections.abc import Callable, Coroutine
+from typing import Any, TypeVar
+
+import pytest
+from procs import alive
+
+import quiesce
+import quiesce.aio
+
+T = TypeVar("T")
+LOOPS = ["asyncio", "uvloop"]
+MARGIN = 8.0  # the loose margin every time bound gets (a loaded 2-core machine)
+
+
+def run_on(kind: str, coro: Coroutine[Any, Any, T]) -> T:
+    if kind == "uvloop":
+        uvloop = pytest.importorskip("uvloop")
+        factory: Callable[[], asyncio.AbstractEventLoop] = uvloop.new_event_loop
+    else:
+        factory = asyncio.new_event_loop
+    with asyncio.Runner(loop_factory=factory) as runner:
+        return runner.run(coro)
+
+
+async def forever() -> None:
+    await asyncio.sleep(3600)
+
+
+class Swallower:
+    """A task that swallows every cancellation until ``release()``."""
+
+    def __init__(self) -> None:
+        self.released = False
+        self.cancels = 0
+
+    async def run(self) -> None:
+        while not self.released:
+            try:
+                await asyncio.sleep(0.01)
+            except asyncio.CancelledError:
+                self.cancels += 1
+
+    def release(self) -> None:
+        self.released = True
+
+
+async def fail_soon(message: str) -> None:
+    await asyncio.sleep(0.05)
+    raise ValueError(message)
+
+
+def ignore_token_for(seconds: float) -> None:
+    time.sleep(seconds)  # a thread that never looks at its token
+
+
+def stubborn_process(pid_file: str) -> None:
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    with open(pid_file, "w") as f:
+        f.write(str(os.getpid()))
+    while True:
+        time.sleep(0.01)
+
+
+def square(x: int) -> int:
+    return x * x
+
+
+def raise_value_error() -> None:
+    raise ValueError("from the child")
+
+
+# -- scope.task --------------------------------------------------------------------------------
+@pytest.mark.parametrize("loop", LOOPS)
+def test_leaving_cancels_the_tasks_with_token_nesting(loop: str) -> None:
+    seen: dict[str, Any] = {}
+
+    async def watch(name: str) -> None:
+        seen[name] = quiesce.current_token()
+        try:
+            await asyncio.sleep(3600)
+        finally:
+            seen[name + " finally"] = True
+
+    async def main() -> quiesce.Scope:
+        async with quiesce.Scope(grace=5.0, name="tasks") as scope:
+            assert quiesce.current_token() is scope.token
+            tasks = [scope.task(watch(f"t{i}")) for i in range(3)]
+            result = await scope.task(asyncio.sleep(0.01, result=42))
+            assert result == 42
+        assert all(t.cancelled() for t in tasks)
+        return scope
+
+    started = time.monotonic()
+    scope = run_on(loop, main())
+    assert time.monotonic() - started < 2.0
+    assert all(seen[f"t{i} finally"] for i in range(3))
+    tokens = [seen[f"t{i}"] for i in range(3)]
+    assert len({id(t) for t in tokens}) == 3 and all(t.stopped for t in tokens)
+    report = {r.name: r.ended_by for r in scope.report()}
+    assert sorted(report.values()) == ["finished", "stopped", "stopped", "stopped"]
+    assert any("watch" in name for name in report)
+
+
+@pytest.mark.parametrize("loop", LOOPS)
+def test_a_task_that_swallows_cancellation_is_abandoned_after_grace(loop: str) -> None:
+    swallower = Swallower()
+
+    async def main() -> tuple[float, quiesce.Scope, asyncio.Task[None]]:
+        async with quiesce.Scope(grace=0.5, kill_after=30.0) as scope:
+            stuck = scope.task(swallower.run())
+            await asyncio.sleep(0.05)
+            started = time.monotonic()
+        took = time.monotonic() - started
+        assert not stuck.done()  # abandoned, still running: we did not wait for it
+        swallower.release()
+        await stuck
+        return took, scope, stuck
+
+    took, scope, _ = run_on(loop, main())
+    assert 0.45 < took < 0.5 + MARGIN  # grace, never grace + kill_after (30 s)
+    [entry] = scope.report()
+    assert entry.ended_by == "abandoned"
+    assert swallower.cancels == 2  # one on stop, one more at grace
+
+
+@pytest.mark.parametrize("loop", LOOPS)
+def test_a_failing_task_cancels_siblings_and_body_and_is_raised(loop: str) -> None:
+    async def main() -> tuple[quiesce.Scope, float]:
+        started = time.monotonic()
+        with pytest.raises(ValueError, match="boom"):
+            async with quiesce.Scope(grace=5.0) as scope:
+                scope.task(forever())
+                scope.task(fail_soon("boom"))
+                await asyncio.sleep(30)  # the body is cancelled too
+        return scope, time.monotonic() - started
+
+    scope, took = run_on(loop, main())
+    assert took < 2.0
+    assert sorted(r.ended_by or "" for r in scope.report()) == ["failed", "stopped"]
+
+
+def test_several_failures_are_an_exception_group_and_an_awaited_one_is_not_doubled() -> None:
+    async def main() -> None:
+        with pytest.raises(BaseExceptionGroup) as caught:
+            async with quiesce.Scope(grace=5.0) as scope:
+                scope.task(fail_soon("one"))
+                scope.task(fail_soon("two"))
+                await asyncio.sleep(30)
+        assert sorted(str(e) for e in caught.value.exceptions) == ["one", "two"]
+        with pytest.raises(ValueError, match="awaited"):
+            async with quiesce.Scope(grace=5.0) as scope:
+                await scope.task(fail_soon("awaited"))
+
+    asyncio.run(main())
+
+
+def test_a_stop_from_above_cancels_the_body_and_raises_stopped() -> None:
+    outer = quiesce.StopToken()
+
+    async def main() -> None:
+        threading.Timer(0.1, outer.stop, args=("from above",)).start()
+        with pytest.raises(quiesce.Stopped, match="from above"):
+            async with quiesce.Scope(grace=5.0, token=outer) as scope:
+                scope.task(forever())
+                await asyncio.sleep(30)
+
+    asyncio.run(main())
+
+
+def test_scope_stop_in_the_body_ends_the_block_quietly() -> None:
+    async def main() -> None:
+        async with quiesce.Scope(grace=5.0) as scope:
+            task = scope.task(forever())
+            scope.stop()
+            await asyncio.sleep(30)  # cancelled by our own stop: no error out of the block
+        assert task.cancelled()
+
+    asyncio.run(main())
+
+
+def test_an_outer_cancellation_still_waits_for_the_ladder_and_stays_a_cancellation() -> None:
+    ended = threading.Event()
+
+    def worker() -> None:
+        quiesce.sleep(30)
+
+    async def main() -> None:
+        with pytest.raises(TimeoutError):
+            async with asyncio.timeout(0.1), quiesce.Scope(grace=5.0) as scope:
+                scope.thread(worker).token.on_stop(ended.set)
+                await asyncio.sleep(30)
+        assert not any(w.alive for w in scope.workers)
+        assert ended.is_set()
+
+    asyncio.run(main())
+
+
+def test_task_argument_errors() -> None:
+    async def main() -> None:
+        async with quiesce.Scope() as scope:
+            with pytest.raises(TypeError, match="coro must be a coroutine.*call the async"):
+                scope.task(forever)  # type: ignore[arg-type]
+        with quiesce.Scope() as sync_scope:
+            coro = forever()
+            with pytest.raises(RuntimeError, match="async with"):
+                sync_scope.task(coro)
+        with pytest.raises(RuntimeError, match="stopping or closed"):
+            scope.task(forever())
+
+    asyncio.run(main())
+
+
+# -- the loop keeps ticking ----------------------------------------------------------------------
+def max_heartbeat_gap(body: Callable[[], Coroutine[Any, Any, None]]) -> float:
+    async def main() -> float:
+        gaps: list[float] = []
+
+        async def heartbeat() -> None:
+            last = time.monotonic()
+            while True:
+                await asyncio.sleep(0.005)
+                now = time.monotonic()
+                gaps.append(now - last)
+                last = now
+
+        beat = asyncio.ensure_future(heartbeat())
+        await asyncio.sleep(0.05)
+        await body()
+        await asyncio.sleep(0.05)  # let the heartbeat see the gap the body may have made
+        beat.cancel()
+        return max(gaps)
+
+    return asyncio.run(main())
+
+
+def test_the_loop_keeps_ticking_while_the_ladder_runs(tmp_path: Any) -> None:
+    swallower = Swallower()
+
+    async def body() -> None:
+        async with quiesce.Scope(grace=0.6, kill_after=0.4) as scope:
+            scope.thread(ignore_token_for, 0.8)
+            scope.process(stubborn_process, str(tmp_path / "pid"))
+            scope.task(swallower.run())
+            while not (tmp_path / "pid").exists():
+                await asyncio.sleep(0.01)
+        swallower.release()
+
+    gap = max_heartbeat_gap(body)
+    assert gap < 0.06, f"the loop stalled {gap * 1000:.0f} ms during the ladder"
+
+
+def test_negative_control_a_sync_scope_in_a_coroutine_stalls_the_loop() -> None:
+    async def body() -> None:
+        with quiesce.Scope(grace=0.3) as scope:
+            scope.thread(ignore_token_for, 0.5)
+
+    assert max_heartbeat_gap(body) > 0.25
+
+
+# -- threads, processes, popen and pools in an async scope -----------------------------------
+def test_threads_processes_popen_and_pools_work_as_in_sync_code(tmp_path: Any) -> None:
+    async def main() -> quiesce.Scope:
+        async with quiesce.Scope(grace=0.3, kill_after=0.5) as scope:
+            scope.thread(quiesce.sleep, 30)
+            scope.process(stubborn_process, str(tmp_path / "pid"))
+            scope.popen(["sleep", "30"])
+            pool = scope.thread_pool(2)
+            future = pool.submit(quiesce.sleep, 30)
+            while not (tmp_path / "pid").exists():
+                await asyncio.sleep(0.01)
+        assert future.done()
+        return scope
+
+    started = time.monotonic()
+    scope = asyncio.run(main())
+    assert time.monotonic() - started < 0.3 + 0.5 + MARGIN
+    pid = int((tmp_path / "pid").read_text())
+    assert not alive(pid)
+    left = [t.name for t in threading.enumerate() if t.name.startswith(scope.name + "/")]
+    assert not left, f"threads left after the block: {left}"
+    endings = {r.kind: r.ended_by for r in scope.report()}
+    assert endings == {"thread": "stopped", "process": "killed", "subprocess": "terminated",
+                       "pool": "stopped"}
+
+
+# -- to_thread / to_process --------------------------------------------------------------------
+@pytest.mark.parametrize("loop", LOOPS)
+def test_to_thread_returns_raises_and_is_stopped_by_cancel(loop: str) -> None:
+    tokens: list[quiesce.StopToken] = []
+
+    def wait_for_stop(token: quiesce.StopToken) -> str:
+        tokens.append(token)
+        assert quiesce.current_token() is token
+        token.wait(30)
+        return "stopped in time"
+
+    async def main() -> float:
+        assert await quiesce.aio.to_thread(square, 7) == 49
+        with pytest.raises(ValueError, match="from the child"):
+            await quiesce.aio.to_thread(raise_value_error)
+        call = asyncio.ensure_future(quiesce.aio.to_thread(wait_for_stop))
+        while not tokens:
+            await asyncio.sleep(0.01)
+        started = time.monotonic()
+        call.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await call
+        return time.monotonic() - started
+
+    took = run_on(loop, main())
+    assert tokens[0].stopped and took < 2.0
+
+
+def test_to_thread_abandons_a_thread_that_ignores_its_token_after_grace() -> None:
+    release = threading.Event()
+    running = threading.Event()
+
+    def stuck() -> None:
+        running.set()
+        release.wait(30)
+
+    async def main() -> float:
+        call = asyncio.ensure_future(quiesce.aio.to_thread(stuck, grace=0.4, kill_after=30))
+        while not running.is_set():
+            await asyncio.sleep(0.01)
+        started = time.monotonic()
+        call.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await call
+        return time.monotonic() - started
+
+    took = asyncio.run(main())
+    stuck_threads = [t for t in threading.enumerate() if "stuck" in t.name]
+    assert stuck_threads and all(t.daemon for t in stuck_threads)  # never holds exit
+    release.set()
+    assert 0.35 < took < 0.4 + MARGIN  # grace, not grace + kill_after
+
+
+@pytest.mark.parametrize("loop", LOOPS)
+def test_to_process_returns_raises_and_a_cancel_runs_the_ladder(loop: str, tmp_path: Any) -> None:
+    pid_file = tmp_path / "pid"
+
+    async def main() -> float:
+        assert await quiesce.aio.to_process(square, 9) == 81
+        with pytest.raises(ValueError, match="from the child"):
+            await quiesce.aio.to_process(raise_value_error)
+        call = asyncio.ensure_future(quiesce.aio.to_process(
+            stubborn_process, str(pid_file), grace=0.3, kill_after=0.3))
+        while not pid_file.exists():
+            await asyncio.sleep(0.01)
+        started = time.monotonic()
+        call.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await call
+        return time.monotonic() - started
+
+    took = run_on(loop, main())
+    assert not alive(int(pid_file.read_text()))  # SIGTERM ignored: SIGKILLed, and reaped
+    assert 0.5 < took < 0.3 + 0.3 + MARGIN
+
+
+def test_to_process_refuses_what_it_cannot_pickle() -> None:
+    async def main() -> None:
+        with pytest.raises(TypeError, match="pickl"):
+            await quiesce.aio.to_process(lambda: 1)
+        with pytest.raises(TypeError, match="fn must be callable"):
+            await quiesce.aio.to_thread(3)  # type: ignore[arg-type]
+        with pytest.raises(ValueError, match="grace"):
+            await quiesce.aio.to_thread(square, 1, grace=-1)
+
+    asyncio.run(main())
