@@ -11,10 +11,11 @@ from collections.abc import Callable, Coroutine
 from typing import Any, TypeVar
 
 import pytest
-from procs import alive
 
 import quiesce
 import quiesce.aio
+
+from procs import alive
 
 T = TypeVar("T")
 LOOPS = ["asyncio", "uvloop"]
@@ -207,7 +208,7 @@ def test_an_outer_cancellation_still_waits_for_the_ladder_and_stays_a_cancellati
 def test_task_argument_errors() -> None:
     async def main() -> None:
         async with quiesce.Scope() as scope:
-            with pytest.raises(TypeError, match="coro must be a coroutine.*call the async"):
+            with pytest.raises(TypeError, match=r"coro must be a coroutine.*call the async"):
                 scope.task(forever)  # type: ignore[arg-type]
         with quiesce.Scope() as sync_scope:
             coro = forever()

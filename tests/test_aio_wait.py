@@ -1,4 +1,4 @@
-"""token.wait_async, cancel_on_stop and ThreadPool as a loop's executor: real loops, threads, processes."""
+"""token.wait_async, cancel_on_stop, ThreadPool as loop executor: real loops, threads, processes."""
 
 from __future__ import annotations
 

@@ -81,7 +81,7 @@ async def main(mode: str, directory: str) -> int:
             scope.task(swallower())
             scope.process(stubborn_process)
         elif mode == "stuck":
-            left_out = asyncio.get_running_loop().create_task(swallower())  # noqa: RUF006
+            left_out = asyncio.get_running_loop().create_task(swallower())
             scope.task(asyncio.to_thread(stuck_call))
             assert left_out
         else:
