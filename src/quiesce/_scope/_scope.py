@@ -155,6 +155,7 @@ class Scope:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._body_canceller: TaskCanceller | None = None
         self._async_waiters: list[tuple[asyncio.AbstractEventLoop, asyncio.Future[None]]] = []
+        self._hurry_waiters: list[tuple[asyncio.AbstractEventLoop, asyncio.Future[None]]] = []
         ref = weakref.ref(self)
         self._owner: Owner = _ScopeOwner(ref, self._token, self._grace, self._kill_after,
                                          self._interrupt_threads)
@@ -558,6 +559,10 @@ class Scope:
                     and isinstance(exc, asyncio.CancelledError):
                 exc, ours = None, True  # the stop says why: a failure, or Stopped
         cancel = exc if isinstance(exc, asyncio.CancelledError) else None
+        try:
+            await self._end_tasks_first()
+        except asyncio.CancelledError as again:
+            cancel = cancel or again
         body_error = self._begin_exit(None if cancel is not None else exc)
         self._run_ladder_if_pending()  # no thread could be started: run it here (blocking)
         while not self._ladder_done.is_set():
@@ -569,6 +574,35 @@ class Scope:
         if cancel is not None and cancel is not exc:
             raise cancel
         return ours  # our own cancel, stopped by ``scope.stop()``: the block just ends
+
+    async def _end_tasks_first(self) -> None:
+        """If all that still runs is tasks, end them on the loop (see _task_worker)."""
+        import asyncio
+
+        from quiesce._scope._task_worker import TaskWorker, end_on_loop
+
+        with self._lock:
+            if self._ladder_started:
+                return
+            alive = [w for w in self._workers if w.alive]
+        if not alive or not all(isinstance(w, TaskWorker) for w in alive):
+            return
+        hurry: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        entry = (asyncio.get_running_loop(), hurry)
+        with self._lock:
+            self._hurry_waiters.append(entry)
+        try:
+            if not self._hurry.is_set():
+                await end_on_loop(alive, self._grace,  # type: ignore[arg-type]
+                                  f"scope {self.name!r} exited", hurry)
+        finally:
+            with self._lock:
+                self._hurry_waiters.remove(entry)
+                if not self._ladder_started and not any(w.alive for w in self._workers):
+                    # Nothing left for a ladder: none is started (no thread), and
+                    # _check_open refuses new workers from now on.
+                    self._ladder_started = True
+                    self._ladder_done.set()
 
     def _begin_exit(self, exc: BaseException | None) -> BaseException | None:
         """Leaving the block: stop the token; returns the body's own error, if any."""
@@ -624,11 +658,11 @@ class Scope:
         """Wake every coroutine awaiting ``_changed_async`` (from any thread)."""
         with self._lock:
             waiters, self._async_waiters = self._async_waiters, []
-        for loop, future in waiters:
-            try:
-                loop.call_soon_threadsafe(_resolve, future)
-            except RuntimeError:
-                pass  # that loop is closed
+        if waiters:
+            from quiesce._core._async_wait import call_soon_from_any_thread
+
+            for loop, future in waiters:
+                call_soon_from_any_thread(loop, _resolve, future)
 
     def __repr__(self) -> str:
         return f"<Scope {self.name!r} workers={len(self._workers)}>"
@@ -653,7 +687,7 @@ class Scope:
 
     # -- internals ------------------------------------------------------------------
     def _check_open(self) -> None:
-        if self._token.stopped:
+        if self._token.stopped or self._ladder_started:
             raise RuntimeError(f"scope {self.name!r} is stopping or closed; it takes no new work")
 
     def _all_ended(self) -> bool:
@@ -737,6 +771,12 @@ class Scope:
         self._hurry.set()
         with self._changed:
             self._changed.notify_all()
+            hurried = list(self._hurry_waiters)
+        if hurried:
+            from quiesce._core._async_wait import call_soon_from_any_thread
+
+            for loop, future in hurried:
+                call_soon_from_any_thread(loop, _resolve, future)
 
 
 @final
