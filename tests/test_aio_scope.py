@@ -379,3 +379,16 @@ def test_to_process_refuses_what_it_cannot_pickle() -> None:
             await quiesce.aio.to_thread(square, 1, grace=-1)
 
     asyncio.run(main())
+
+
+def test_a_scope_of_tasks_still_shuts_down_its_idle_pool() -> None:
+    async def main() -> quiesce.ThreadPool:
+        async with quiesce.Scope(grace=5.0) as scope:
+            pool = scope.thread_pool(1)
+            assert pool.submit(square, 3).result() == 9
+            scope.task(forever())
+        return pool
+
+    pool = asyncio.run(main())
+    with pytest.raises(RuntimeError, match="cannot submit"):
+        pool.submit(square, 1)

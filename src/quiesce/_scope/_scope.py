@@ -598,9 +598,11 @@ class Scope:
         finally:
             with self._lock:
                 self._hurry_waiters.remove(entry)
-                if not self._ladder_started and not any(w.alive for w in self._workers):
-                    # Nothing left for a ladder: none is started (no thread), and
-                    # _check_open refuses new workers from now on.
+                if not self._ladder_started and all(
+                        isinstance(w, TaskWorker) and not w.alive for w in self._workers):
+                    # Only tasks, all ended: no ladder (no thread) is needed, and
+                    # _check_open refuses new workers from now on. (An idle pool
+                    # still needs the ladder: it shuts the pool down.)
                     self._ladder_started = True
                     self._ladder_done.set()
 
