@@ -221,24 +221,36 @@ def test_task_argument_errors() -> None:
 
 
 # -- the loop keeps ticking ----------------------------------------------------------------------
-def max_heartbeat_gap(body: Callable[[], Coroutine[Any, Any, None]]) -> float:
-    async def main() -> float:
-        gaps: list[float] = []
+class Heartbeat:
+    """A 5 ms heartbeat coroutine; ``gaps`` are recorded only while ``measuring``."""
 
-        async def heartbeat() -> None:
-            last = time.monotonic()
-            while True:
-                await asyncio.sleep(0.005)
-                now = time.monotonic()
-                gaps.append(now - last)
-                last = now
+    def __init__(self) -> None:
+        self.measuring = False
+        self.gaps: list[float] = []
 
-        beat = asyncio.ensure_future(heartbeat())
-        await asyncio.sleep(0.05)
-        await body()
-        await asyncio.sleep(0.05)  # let the heartbeat see the gap the body may have made
+    async def run(self) -> None:
+        last = time.monotonic()
+        while True:
+            await asyncio.sleep(0.005)
+            now = time.monotonic()
+            if self.measuring:
+                self.gaps.append(now - last)
+            last = now
+
+
+def max_gap_while_leaving(enter_and_leave: Callable[[Heartbeat], Coroutine[Any, Any, None]]
+                          ) -> tuple[float, int]:
+    """Run the body with a heartbeat; it sets ``measuring`` just before leaving its scope."""
+
+    async def main() -> tuple[float, int]:
+        heart = Heartbeat()
+        beat = asyncio.ensure_future(heart.run())
+        await asyncio.sleep(0.02)  # beating
+        await enter_and_leave(heart)
+        await asyncio.sleep(0.05)  # let the heartbeat see the gap the exit may have made
+        heart.measuring = False
         beat.cancel()
-        return max(gaps)
+        return max(heart.gaps), len(heart.gaps)
 
     return asyncio.run(main())
 
@@ -246,25 +258,30 @@ def max_heartbeat_gap(body: Callable[[], Coroutine[Any, Any, None]]) -> float:
 def test_the_loop_keeps_ticking_while_the_ladder_runs(tmp_path: Any) -> None:
     swallower = Swallower()
 
-    async def body() -> None:
+    async def body(heart: Heartbeat) -> None:
         async with quiesce.Scope(grace=0.6, kill_after=0.4) as scope:
-            scope.thread(ignore_token_for, 0.8)
+            scope.thread(ignore_token_for, 1.5)  # outlives the whole ladder: abandoned
             scope.process(stubborn_process, str(tmp_path / "pid"))
             scope.task(swallower.run())
             while not (tmp_path / "pid").exists():
                 await asyncio.sleep(0.01)
+            await asyncio.sleep(0.05)
+            heart.measuring = True
         swallower.release()
 
-    gap = max_heartbeat_gap(body)
-    assert gap < 0.06, f"the loop stalled {gap * 1000:.0f} ms during the ladder"
+    gap, beats = max_gap_while_leaving(body)
+    assert beats > 50  # the ladder ran ~1 s: the heartbeat kept beating through it
+    assert gap < 0.1, f"the loop stalled {gap * 1000:.0f} ms during the ladder"
 
 
 def test_negative_control_a_sync_scope_in_a_coroutine_stalls_the_loop() -> None:
-    async def body() -> None:
+    async def body(heart: Heartbeat) -> None:
         with quiesce.Scope(grace=0.3) as scope:
             scope.thread(ignore_token_for, 0.5)
+            heart.measuring = True
 
-    assert max_heartbeat_gap(body) > 0.25
+    gap, _ = max_gap_while_leaving(body)
+    assert gap > 0.25
 
 
 # -- threads, processes, popen and pools in an async scope -----------------------------------
