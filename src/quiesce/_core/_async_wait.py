@@ -60,11 +60,12 @@ _MAX_TIMER = 86400.0
 class _Reader:
     """One registration of a duplicated token fd on one loop, shared by its waiters."""
 
-    __slots__ = ("fd", "key", "loop", "token", "waiters")
+    __slots__ = ("fd", "key", "loop", "token", "waiters", "woken")
 
     def __init__(self, loop: asyncio.AbstractEventLoop, token: StopToken, key: int) -> None:
         self.loop, self.token, self.key = loop, token, key
         self.waiters: set[asyncio.Future[None]] = set()
+        self.woken = False
         self.fd = os.dup(token.fileno())
         os.set_inheritable(self.fd, False)
         try:
@@ -74,15 +75,19 @@ class _Reader:
             raise
 
     def _readable(self) -> None:
-        self._close()
+        if self.woken:
+            return  # the fd stays readable until the deferred close below
+        self.woken = True
         for waiter in self.waiters:
             if not waiter.done():
                 waiter.set_result(None)
         self.waiters.clear()
+        # Two system calls (epoll_ctl, close): after the waiters have run, not before.
+        self.loop.call_soon(self._close)
 
     def leave(self, waiter: asyncio.Future[None]) -> None:
         self.waiters.discard(waiter)
-        if not self.waiters:
+        if not self.waiters and not self.woken:
             self._close()
 
     def _close(self) -> None:
