@@ -112,9 +112,14 @@ _readers: dict[asyncio.AbstractEventLoop, dict[int, _Reader]] = {}
 _no_add_reader: set[type[asyncio.AbstractEventLoop]] = set()
 
 
-async def wait_token(token: StopToken, timeout: float | None) -> bool:
-    """``token.wait`` for coroutines: True once stopped, False after ``timeout`` seconds."""
-    if token.stopped:
+async def wait_token(token: StopToken, is_stopped: Callable[[], bool],
+                     timeout: float | None) -> bool:
+    """``token.wait`` for coroutines: True once stopped, False after ``timeout`` seconds.
+
+    ``is_stopped`` reads the token's shared state itself: its ``stopped``
+    attribute learns of a stop made in another process a moment later.
+    """
+    if is_stopped():
         return True
     if timeout is not None and timeout <= 0:
         return False
@@ -123,13 +128,13 @@ async def wait_token(token: StopToken, timeout: float | None) -> bool:
     leave = _join(loop, token, waiter)
     timer = None if timeout is None else _Timer(loop, waiter, timeout)
     try:
-        if not token.stopped:  # it may have stopped before the registration
+        if not is_stopped():  # it may have stopped before the registration
             await waiter
     finally:
         leave()
         if timer is not None:
             timer.cancel()
-    return token.stopped
+    return is_stopped()
 
 
 def _join(loop: asyncio.AbstractEventLoop, token: StopToken,

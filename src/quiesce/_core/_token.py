@@ -240,27 +240,37 @@ class StopToken:
         return False
 
     async def wait_async(self, timeout: float | None = None) -> bool:
-        """``wait()`` for coroutines: never blocks the event loop, never polls.
+        """`wait()` for coroutines: never blocks the event loop, never polls.
 
-        Returns True as soon as the token is stopped (by any thread or
-        process), False once ``timeout`` seconds have passed. The loop
-        watches ``fileno()`` (``loop.add_reader``), so the wake-up costs what
-        an ``asyncio.Event`` set with ``call_soon_threadsafe`` costs.
+        The loop itself watches the token's file descriptor
+        (`loop.add_reader`), so the wake-up costs what an `asyncio.Event`
+        set with `call_soon_threadsafe` costs, and a stop made in another
+        process wakes it too. Any number of coroutines may wait on one token.
 
-        Raises ``ValueError``/``TypeError`` for a negative, NaN or
-        non-number ``timeout``; ``RuntimeError`` outside a running loop.
+        Args:
+            timeout: Seconds, >= 0; None waits for ever.
 
-        Example::
+        Returns:
+            True as soon as the token is stopped, False if the timeout
+            passed first.
 
+        Raises:
+            ValueError: `timeout` is negative, NaN or infinite (None: no limit).
+            TypeError: `timeout` is not a number (or is a bool).
+            RuntimeError: No event loop is running in this thread.
+
+        Example:
+            ```python
             async def heartbeat(token: quiesce.StopToken) -> None:
                 while not await token.wait_async(timeout=1.0):
                     print("still here")
+            ```
         """
         timeout = _validate.seconds("timeout", timeout, allow_none=True)
         from quiesce._core._async_wait import wait_token  # asyncio only for asyncio users
 
-        if await wait_token(self, timeout):
-            self._fire()  # a stop from another process: run local callbacks now
+        if await wait_token(self, lambda: self.stopped or self._core.is_set(), timeout):
+            self._observe()  # perhaps a stop from another process: callbacks run now
             return True
         return False
 

@@ -169,8 +169,10 @@ async def end_on_loop(workers: list[TaskWorker], grace: float, reason: str,
         for worker in running:
             worker._ended_hook = None
     stuck = [w for w in workers if w.alive]
-    for worker in stuck:
-        worker._terminate()
+    for worker in stuck:  # _terminate's steps, the cancel made right here
+        worker._cancels = 2
+        worker._cancel()
+        worker._abandon()
     if stuck:
         log.warning("quiesce: abandoned tasks still running: %s",
                     ", ".join(w.name for w in stuck))
