@@ -409,3 +409,22 @@ def test_a_scope_of_tasks_still_shuts_down_its_idle_pool() -> None:
     pool = asyncio.run(main())
     with pytest.raises(RuntimeError, match="cannot submit"):
         pool.submit(square, 1)
+
+
+def test_deadline_blocks_around_async_scopes_and_to_thread() -> None:
+    """`async with move_on_after/fail_after` (the deadlines feature) reaches tasks and threads."""
+
+    async def main() -> None:
+        started = time.monotonic()
+        async with quiesce.move_on_after(0.2) as cs:
+            async with quiesce.Scope(grace=5.0) as scope:
+                task = scope.task(forever())
+                await asyncio.sleep(30)
+        assert cs.expired and task.cancelled()
+        assert [r.ended_by for r in scope.report()] == ["stopped"]
+        with pytest.raises(TimeoutError):
+            async with quiesce.fail_after(0.2):
+                await quiesce.aio.to_thread(quiesce.sleep, 30)
+        assert time.monotonic() - started < 0.4 + MARGIN
+
+    asyncio.run(main())

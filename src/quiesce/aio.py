@@ -1,19 +1,20 @@
 """quiesce for asyncio: the same stop guarantees for coroutines, beside threads and processes.
 
-- ``quiesce.aio.run(amain, *args, grace=, kill_after=)``: ``asyncio.run`` plus
-  ``quiesce.run`` (signals stop the root token and cancel ``amain``; the
+- `quiesce.aio.run(amain, *args, grace=, kill_after=)`: `asyncio.run` plus
+  `quiesce.run` (signals stop the root token and cancel `amain`; the
   process ends by the signal after cleanup).
-- ``await quiesce.aio.to_thread(fn, *args)`` / ``to_process(fn, *args)``: a
+- `await quiesce.aio.to_thread(fn, *args)` / `to_process(fn, *args)`: a
   blocking call that a cancellation stops by the ladder.
-- ``async with quiesce.aio.cancel_on_stop(token):`` a token's stop cancels
-  the block, which raises ``Stopped``.
+- `async with quiesce.aio.cancel_on_stop(token):` a token's stop cancels
+  the block, which raises `Stopped`.
 
-Also for asyncio, elsewhere: ``async with quiesce.Scope(...)`` with
-``scope.task(coro)``, ``await token.wait_async(timeout)``, and
-``quiesce.ThreadPool`` as a loop's default executor.
+Also for asyncio, elsewhere: `async with quiesce.Scope(...)` with
+`scope.task(coro)`, `await token.wait_async(timeout)`, `async with
+quiesce.move_on_after(...)`, and `quiesce.ThreadPool` as a loop's default
+executor.
 
-Example::
-
+Example:
+    ```python
     import asyncio, quiesce, quiesce.aio
 
     async def main() -> None:
@@ -24,6 +25,7 @@ Example::
             await quiesce.current_token().wait_async()   # until SIGTERM / Ctrl-C
 
     quiesce.aio.run(main)
+    ```
 """
 
 from quiesce._aio._cancel import CancelOnStop, cancel_on_stop

@@ -27,7 +27,7 @@ from quiesce._core._token import StopToken
 
 @final
 class CancelOnStop:
-    """The async context manager returned by ``quiesce.aio.cancel_on_stop()``."""
+    """The async context manager returned by `quiesce.aio.cancel_on_stop()`."""
 
     __slots__ = ("_canceller", "_task", "_token")
 
@@ -59,28 +59,31 @@ class CancelOnStop:
 
 
 def cancel_on_stop(token: StopToken | None = None) -> CancelOnStop:
-    """Cancel the enclosed async code when ``token`` stops; it then raises ``Stopped``.
-
-    Parameters:
-        token: the token to watch; ``None`` (the default) means
-            ``quiesce.current_token()`` where the block is entered (the
-            scope, worker or task around it; else the root token, which
-            signals stop under ``quiesce.aio.run`` or ``handle_signals``).
+    """Cancel the enclosed async code when `token` stops; it then raises `Stopped`.
 
     The stop may come from any thread or process. If the block ends before
     the cancellation lands, it ends normally. A cancellation that also came
-    from elsewhere (``asyncio.timeout``, a TaskGroup) stays a
-    ``CancelledError``. ``async with`` returns the token watched.
+    from elsewhere (`asyncio.timeout`, a TaskGroup) stays a
+    `CancelledError`, so those keep working around and inside the block.
+
+    Args:
+        token: The token to watch; None (the default): `quiesce.current_token()`
+            where the block is entered (its scope, worker or task; else the
+            root token, which signals stop under `quiesce.aio.run`).
+
+    Returns:
+        An async context manager; `async with` gives the token it watches.
 
     Raises:
-        TypeError: ``token`` is not a StopToken.
-        RuntimeError: entered outside an asyncio task.
-        quiesce.Stopped: out of the block, when the token's stop cancelled it.
+        TypeError: `token` is not a StopToken.
+        RuntimeError: Entered outside an asyncio task.
+        quiesce.Stopped: Out of the block, when the token's stop cancelled it.
 
-    Example::
-
+    Example:
+        ```python
         async def serve(token: quiesce.StopToken) -> None:
             async with quiesce.aio.cancel_on_stop(token):
-                await server.serve_forever()   # raises Stopped once token stops
+                await server.serve_forever()   # Stopped once the token stops
+        ```
     """
     return CancelOnStop(token)

@@ -30,28 +30,35 @@ T = TypeVar("T")
 
 async def to_thread(fn: Callable[..., T], /, *args: Any, grace: float = 5.0,
                     kill_after: float = 2.0, **kwargs: Any) -> T:
-    """Run ``fn(*args, **kwargs)`` in a daemon thread and await its result.
+    """Run `fn(*args, **kwargs)` in a daemon thread and await its result.
 
-    Inside, ``quiesce.current_token()`` is the call's own token (also
-    passed as ``token=`` if ``fn`` declares that parameter). Cancelling
-    the awaiting task stops it; the cancellation is raised once the thread
-    has returned, or after ``grace`` seconds, when it is abandoned.
+    Inside, `quiesce.current_token()` is the call's own token, a child of the
+    caller's (also passed as `token=` if `fn` declares that parameter).
+    Cancelling the awaiting task stops that token; the cancellation is
+    raised once the thread has returned, or after `grace` seconds, when the
+    thread is abandoned (a daemon: it never holds the interpreter's exit).
 
-    Parameters:
-        fn: the blocking callable; ``args`` and ``kwargs`` are passed to it
-            (``grace`` and ``kill_after`` are this function's own).
-        grace: seconds a stopped thread gets before it is abandoned.
-        kill_after: accepted for symmetry with ``to_process``; a thread
+    Args:
+        fn: The blocking callable.
+        *args: Positional arguments for `fn`.
+        grace: Seconds a stopped thread gets before it is abandoned.
+        kill_after: Accepted for symmetry with `to_process`; a thread
             cannot be killed, so it does not lengthen the wait.
+        **kwargs: Keyword arguments for `fn` (`grace` and `kill_after` are
+            this function's own).
+
+    Returns:
+        What `fn` returned.
 
     Raises:
-        whatever ``fn`` raises; ``Stopped`` if a stop from above (an
-        outer scope, a signal) ended it; ``TypeError`` if ``fn`` is not
-        callable; ``ValueError`` for a bad ``grace`` or ``kill_after``.
+        TypeError: `fn` is not callable.
+        ValueError: `grace` or `kill_after` is negative, NaN or infinite.
+        quiesce.Stopped: A stop from above (an outer scope, a signal) ended it.
 
-    Example::
-
-        data = await quiesce.aio.to_thread(read_big_file, path, grace=1.0)
+    Example:
+        ```python
+        rows = await quiesce.aio.to_thread(read_big_file, path, grace=1.0)
+        ```
     """
     _validate.callable_target("fn", fn)
     _validate.required_seconds("kill_after", kill_after)
@@ -64,28 +71,35 @@ async def to_thread(fn: Callable[..., T], /, *args: Any, grace: float = 5.0,
 
 async def to_process(fn: Callable[..., T], /, *args: Any, grace: float = 5.0,
                      kill_after: float = 2.0, **kwargs: Any) -> T:
-    """Run ``fn(*args, **kwargs)`` in a child process and await its result.
+    """Run `fn(*args, **kwargs)` in a child process and await its result.
 
     The target and arguments are pickled up front; the child is a quiesce
-    worker (its own process group, killed with its tree if this process
-    dies). Cancelling the awaiting task stops its token, SIGTERMs it after
-    ``grace`` (``Stopped`` in its main thread, so ``finally`` runs) and
-    SIGKILLs its whole tree after ``kill_after``; the cancellation is
-    raised once it is gone.
+    worker (its own process group, killed with its whole tree if this
+    process dies). Cancelling the awaiting task stops its token, SIGTERMs it
+    after `grace` (`Stopped` in its main thread, so `finally` runs) and
+    SIGKILLs its whole tree after `kill_after`; the cancellation is raised
+    once it is gone.
 
-    Parameters:
-        fn: a picklable callable; ``args`` and ``kwargs`` are passed to it.
-        grace, kill_after: the ladder's two delays, in seconds.
+    Args:
+        fn: A picklable callable.
+        *args: Positional arguments for `fn`.
+        grace: Seconds between the token's stop and SIGTERM.
+        kill_after: Seconds between SIGTERM and SIGKILL.
+        **kwargs: Keyword arguments for `fn`.
+
+    Returns:
+        What `fn` returned (it must be picklable).
 
     Raises:
-        whatever ``fn`` raises (its traceback text as ``__cause__``);
-        ``quiesce.ProcessDied`` if the child died without reporting;
-        ``TypeError`` naming ``fn`` if it or its arguments cannot be
-        pickled; ``ValueError`` for a bad ``grace`` or ``kill_after``.
+        TypeError: `fn` is not callable, or it or its arguments cannot be
+            pickled (the message names `fn`).
+        ValueError: `grace` or `kill_after` is negative, NaN or infinite.
+        quiesce.ProcessDied: The child died without reporting.
 
-    Example::
-
+    Example:
+        ```python
         digest = await quiesce.aio.to_process(hash_file, path, grace=2.0)
+        ```
     """
     _validate.callable_target("fn", fn)
     async with Scope(grace=grace, kill_after=kill_after, name="to_process") as scope:

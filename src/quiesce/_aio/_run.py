@@ -52,43 +52,47 @@ from quiesce._scope._signals import SignalHandling
 
 def run(amain: Callable[..., Awaitable[Any]], /, *args: Any, grace: float = 5.0,
         kill_after: float = 2.0) -> NoReturn:
-    """Run ``await amain(*args)`` in a fresh event loop, signals handled, then exit.
+    """Run `await amain(*args)` in a fresh event loop, signals handled, then exit.
 
-    ``asyncio.run`` plus ``quiesce.run``: ``amain`` is the body of a root
-    ``async with quiesce.Scope(grace=grace, kill_after=kill_after)``. The
-    first SIGINT or SIGTERM stops the root token and cancels ``amain``;
-    every scope ends by its ladder, ``finally`` blocks run, and the process
+    `asyncio.run` plus `quiesce.run`: `amain` is the body of a root
+    `async with quiesce.Scope(grace=grace, kill_after=kill_after)`. The
+    first SIGINT or SIGTERM stops the root token and cancels `amain`;
+    every scope ends by its ladder, `finally` blocks run, and the process
     then dies by that signal (a shell sees 130 / 143). A second signal
     skips what remains of the graces. The loop's default executor is a
-    ``quiesce.ThreadPool``, so ``asyncio.to_thread`` work is stoppable.
-    Tasks left outside any scope are cancelled at the end and waited for
-    at most ``grace`` seconds, never for ever.
+    `quiesce.ThreadPool`, so `asyncio.to_thread` work is stoppable. Tasks
+    left outside every scope are cancelled at the end and waited for at
+    most `grace` seconds, never for ever. The loop is
+    `asyncio.new_event_loop()` (so an event loop policy, uvloop's for
+    one, applies).
 
-    Parameters:
-        amain: an async function (or any callable returning an awaitable).
-        args: passed to ``amain``.
-        grace, kill_after: the root scope's ladder delays, in seconds.
+    Exit status: `amain`'s return value if an int, else 0; 1 after an
+    uncaught exception (its traceback printed); `SystemExit`'s code; death
+    by the signal after a fatal signal.
 
-    Exit status: ``amain``'s return value if an int, else 0; 1 after an
-    uncaught exception (its traceback printed); ``SystemExit``'s code;
-    death by the signal after a fatal signal. Never returns.
+    Args:
+        amain: An async function (any callable returning an awaitable).
+        *args: Arguments for `amain`.
+        grace: The root scope's grace, in seconds.
+        kill_after: The root scope's kill_after, in seconds.
 
-    Raises (before running anything):
-        TypeError: ``amain`` is not callable.
-        ValueError: ``grace`` or ``kill_after`` is negative, NaN or infinite.
-        RuntimeError: called off the main thread, or from a running loop.
+    Raises:
+        TypeError: `amain` is not callable.
+        ValueError: `grace` or `kill_after` is negative, NaN or infinite.
+        RuntimeError: Called off the main thread, or from a running loop.
 
-    Example::
-
+    Example:
+        ```python
         async def main() -> int:
             async with quiesce.Scope(grace=2.0) as scope:
                 scope.task(serve())
                 scope.process(crunch)
-                await stopping_condition()
+                await quiesce.current_token().wait_async()   # until a signal
             return 0
 
         if __name__ == "__main__":
             quiesce.aio.run(main)
+        ```
     """
     _validate.callable_target("amain", amain)
     grace = _validate.required_seconds("grace", grace)

@@ -367,27 +367,37 @@ class Scope:
 
     def task(self, coro: Coroutine[Any, Any, Any], /, *,
              name: str | None = None) -> asyncio.Task[Any]:
-        """Run ``coro`` as an asyncio task this scope owns; returns the ``asyncio.Task``.
+        """Run `coro` as an asyncio task this scope owns.
 
-        Only in a scope entered with ``async with``, from a coroutine on the
-        same loop. Inside the task ``current_token()`` is its own token (a
-        child of the scope's). The scope's stop cancels it; one that
-        swallows the cancellation is reported ``abandoned`` after ``grace``
-        and no longer waited for. If it raises, the scope stops (its
-        siblings are cancelled, the body too) and leaving the block raises
-        the error (several: an ``ExceptionGroup``); a ``Stopped`` or a
-        cancellation is a clean end.
+        Only in a scope entered with `async with`, from a coroutine on the
+        same loop. Inside the task `current_token()` is its own token (a
+        child of the scope's, local to this process: pass `token.child()`
+        to a process). The scope's stop cancels the task; one that swallows
+        the cancellation is cancelled once more and reported `abandoned`
+        after `grace`, and no longer waited for. If the task raises, the
+        scope stops (its siblings and the block's body are cancelled) and
+        leaving the block raises the error (several: an `ExceptionGroup`);
+        ending by `Stopped` or by a cancellation is a clean end.
 
-        Raises ``TypeError`` if ``coro`` is not a coroutine object,
-        ``RuntimeError`` outside ``async with`` or once the scope stops.
+        Args:
+            coro: A coroutine object (`fetch(url)`, not `fetch`).
+            name: The task's name in the report; default: the coroutine's.
 
-        Example::
+        Returns:
+            The `asyncio.Task`: await it for its result.
 
+        Raises:
+            TypeError: `coro` is not a coroutine object, or `name` not a str.
+            RuntimeError: The scope was not entered with `async with` on this
+                loop, or it is stopping or closed.
+
+        Example:
+            ```python
             async with quiesce.Scope(grace=2.0) as scope:
-                fetcher = scope.task(fetch_forever(queue))
-                scope.process(crunch, data)
-                result = await scope.task(compute())
-            # leaving: fetcher is cancelled, the process gets the ladder
+                scope.task(fetch_forever(queue))     # cancelled when the block ends
+                scope.process(crunch, data)          # the usual ladder
+                total = await scope.task(compute())  # a task's result
+            ```
         """
         import asyncio
 
@@ -528,12 +538,14 @@ class Scope:
         return self._end_exit(exc, body_error)
 
     async def __aenter__(self) -> Scope:
-        """``async with``: as ``with``, plus tasks (``task()``) and a cancellable body.
+        """`async with`: as `with`, plus tasks (`task()`) and a cancellable body.
 
         While the block runs, a stop of the scope that the block did not
-        cause (a task or worker failed, ``scope.stop()``, a stop from above
-        such as a signal under ``quiesce.aio.run``) cancels the body; leaving
-        then raises the failure, or ``Stopped``, instead of the cancellation.
+        cause (a task or worker failed, `scope.stop()`, a stop from above
+        such as a signal under `quiesce.aio.run`) cancels the body; leaving
+        then raises the failure, or `Stopped`, instead of the cancellation
+        (after `scope.stop()`, nothing: the block just ends). Leaving waits
+        for the ladder without blocking the loop.
         """
         import asyncio
 
