@@ -416,10 +416,9 @@ def test_deadline_blocks_around_async_scopes_and_to_thread() -> None:
 
     async def main() -> None:
         started = time.monotonic()
-        async with quiesce.move_on_after(0.2) as cs:
-            async with quiesce.Scope(grace=5.0) as scope:
-                task = scope.task(forever())
-                await asyncio.sleep(30)
+        async with quiesce.move_on_after(0.2) as cs, quiesce.Scope(grace=5.0) as scope:
+            task = scope.task(forever())
+            await asyncio.sleep(30)
         assert cs.expired and task.cancelled()
         assert [r.ended_by for r in scope.report()] == ["stopped"]
         with pytest.raises(TimeoutError):
