@@ -124,9 +124,12 @@ def test_wait_async_does_not_poll() -> None:
         assert iterations[0] > 20
 
 
+@pytest.mark.parametrize("kind", ["shared", "local"])
 @pytest.mark.parametrize("loop", LOOPS)
-def test_many_waiters_and_a_users_own_reader_on_the_same_token(loop: str) -> None:
-    token = quiesce.StopToken._local()  # a thread-pool task's kind of token works too
+def test_many_waiters_and_a_users_own_reader_on_the_same_token(loop: str, kind: str) -> None:
+    # shared: the loop watches a duplicate of the fd, never the user's own registration;
+    # local (a task's or pool task's token): woken through an on_stop callback
+    token = quiesce.StopToken() if kind == "shared" else quiesce.StopToken._local()
 
     async def main() -> tuple[list[bool], bool]:
         running = asyncio.get_running_loop()

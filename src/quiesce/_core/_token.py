@@ -269,7 +269,8 @@ class StopToken:
         timeout = _validate.seconds("timeout", timeout, allow_none=True)
         from quiesce._core._async_wait import wait_token  # asyncio only for asyncio users
 
-        if await wait_token(self, lambda: self.stopped or self._core.is_set(), timeout):
+        if await wait_token(self, lambda: self.stopped or self._core.is_set(), timeout,
+                            shared=self._core.shared):
             self._observe()  # perhaps a stop from another process: callbacks run now
             return True
         return False
