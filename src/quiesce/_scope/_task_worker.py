@@ -114,6 +114,9 @@ class TaskWorker(Worker):
             if self._cancels >= nth:
                 return
             self._cancels = nth
+        if self._loop.is_closed():  # it will never run again: nothing to wait for
+            self._abandon()
+            return
         call_soon_from_any_thread(self._loop, self._cancel)
 
     def _cancel(self) -> None:
