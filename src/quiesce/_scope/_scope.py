@@ -36,6 +36,7 @@ from quiesce._pools._threadpool import ThreadPool
 from quiesce._proc._command import Argv, check_argv, command_name
 from quiesce._proc._mp_context import resolve_context
 from quiesce._proc._pickling import pickle_target
+from quiesce._scope._async_scope import AsyncScope
 from quiesce._scope._ladder import run_ladder
 from quiesce._scope._pool_in_scope import PoolWorker
 from quiesce._scope._popen_worker import PopenWorker
@@ -46,8 +47,6 @@ if TYPE_CHECKING:  # asyncio is imported only by programs that use it
     import asyncio
     from collections.abc import Coroutine
 
-    from quiesce._core._async_wait import TaskCanceller
-
 log = logging.getLogger("quiesce")
 
 _live_scopes: weakref.WeakSet[Scope] = weakref.WeakSet()
@@ -57,7 +56,7 @@ StopOrigin = Literal["self", "failure", "above"]
 
 
 @final
-class Scope:
+class Scope(AsyncScope):
     """Owns workers; leaving the block stops whatever still runs, by the ladder.
 
     Start threads, processes, subprocesses and pools through the scope;
@@ -151,11 +150,7 @@ class Scope:
         self._entered = False
         self._context_token: ContextToken[StopToken | None] | None = None
         self._worker_ids = itertools.count(1)
-        # async with: the loop it was entered on, what cancels its body, who awaits changes
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._body_canceller: TaskCanceller | None = None
-        self._async_waiters: list[tuple[asyncio.AbstractEventLoop, asyncio.Future[None]]] = []
-        self._hurry_waiters: list[tuple[asyncio.AbstractEventLoop, asyncio.Future[None]]] = []
+        self._init_async()
         ref = weakref.ref(self)
         self._owner: Owner = _ScopeOwner(ref, self._token, self._grace, self._kill_after,
                                          self._interrupt_threads)
@@ -399,37 +394,7 @@ class Scope:
                 total = await scope.task(compute())  # a task's result
             ```
         """
-        import asyncio
-
-        from quiesce._scope._task_worker import TaskWorker
-
-        if not asyncio.iscoroutine(coro):
-            hint = " (call the async function: scope.task(fn(...)))" if callable(coro) else ""
-            raise TypeError(f"coro must be a coroutine object, got {type(coro).__name__}{hint}")
-        if name is not None and not isinstance(name, str):
-            coro.close()
-            raise TypeError(f"name must be a str or None, not {type(name).__name__}")
-        try:
-            loop = asyncio.get_running_loop()
-            if self._loop is None:
-                raise RuntimeError(f"scope.task() needs a scope entered with `async with`; "
-                                   f"scope {self.name!r} was not")
-            if loop is not self._loop:
-                raise RuntimeError(f"scope.task() must be called on the loop that entered "
-                                   f"scope {self.name!r}")
-            label = name or getattr(coro, "__qualname__", None) or type(coro).__name__
-            worker = TaskWorker(self._owner, f"{self.name}/{label}-{next(self._worker_ids)}",
-                                coro, loop)
-        except BaseException:
-            coro.close()
-            raise
-        try:
-            self._adopt(worker)
-        except BaseException:
-            worker._close_unstarted()
-            raise
-        assert worker.task is not None
-        return worker.task
+        return self._start_task(coro, name)
 
     def join(self, timeout: float | None = None) -> bool:
         """Wait until every worker has ended (pools: until they have no work).
@@ -537,87 +502,6 @@ class Scope:
         in_slices(self._ladder_done.wait, None)
         return self._end_exit(exc, body_error)
 
-    async def __aenter__(self) -> Scope:
-        """`async with`: as `with`, plus tasks (`task()`) and a cancellable body.
-
-        While the block runs, a stop of the scope that the block did not
-        cause (a task or worker failed, `scope.stop()`, a stop from above
-        such as a signal under `quiesce.aio.run`) cancels the body; leaving
-        then raises the failure, or `Stopped`, instead of the cancellation
-        (after `scope.stop()`, nothing: the block just ends). Leaving waits
-        for the ladder without blocking the loop.
-        """
-        import asyncio
-
-        from quiesce._core._async_wait import TaskCanceller
-
-        self.__enter__()
-        self._loop = asyncio.get_running_loop()
-        body = asyncio.current_task()
-        if body is not None:
-            self._body_canceller = TaskCanceller(self._token, body, self._loop)
-        return self
-
-    async def __aexit__(self, exc_type: type[BaseException] | None,
-                        exc: BaseException | None, tb: TracebackType | None) -> bool:
-        """Stop what still runs and wait for the ladder (off the loop: it keeps running)."""
-        import asyncio
-
-        canceller, self._body_canceller = self._body_canceller, None
-        ours = False  # the body was cancelled by our stop, and by nothing else
-        if canceller is not None and canceller.disarm():
-            task = asyncio.current_task()
-            if task is not None and task.uncancel() == 0 \
-                    and isinstance(exc, asyncio.CancelledError):
-                exc, ours = None, True  # the stop says why: a failure, or Stopped
-        cancel = exc if isinstance(exc, asyncio.CancelledError) else None
-        try:
-            await self._end_tasks_first()
-        except asyncio.CancelledError as again:
-            cancel = cancel or again
-        body_error = self._begin_exit(None if cancel is not None else exc)
-        self._run_ladder_if_pending()  # no thread could be started: run it here (blocking)
-        while not self._ladder_done.is_set():
-            try:
-                await self._until(self._ladder_done.is_set)
-            except asyncio.CancelledError as again:
-                cancel = cancel or again  # cancelled from outside: end the ladder first
-        self._end_exit(cancel or exc, body_error)  # the errors, else Stopped from above
-        if cancel is not None and cancel is not exc:
-            raise cancel
-        return ours  # our own cancel, stopped by ``scope.stop()``: the block just ends
-
-    async def _end_tasks_first(self) -> None:
-        """If all that still runs is tasks, end them on the loop (see _task_worker)."""
-        import asyncio
-
-        from quiesce._scope._task_worker import TaskWorker, end_on_loop
-
-        with self._lock:
-            if self._ladder_started:
-                return
-            alive = [w for w in self._workers if w.alive]
-        if not alive or not all(isinstance(w, TaskWorker) for w in alive):
-            return
-        hurry: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        entry = (asyncio.get_running_loop(), hurry)
-        with self._lock:
-            self._hurry_waiters.append(entry)
-        try:
-            if not self._hurry.is_set():
-                await end_on_loop(alive, self._grace,  # type: ignore[arg-type]
-                                  f"scope {self.name!r} exited", hurry)
-        finally:
-            with self._lock:
-                self._hurry_waiters.remove(entry)
-                if not self._ladder_started and all(
-                        isinstance(w, TaskWorker) and not w.alive for w in self._workers):
-                    # Only tasks, all ended: no ladder (no thread) is needed, and
-                    # _check_open refuses new workers from now on. (An idle pool
-                    # still needs the ladder: it shuts the pool down.)
-                    self._ladder_started = True
-                    self._ladder_done.set()
-
     def _begin_exit(self, exc: BaseException | None) -> BaseException | None:
         """Leaving the block: stop the token; returns the body's own error, if any."""
         if self._context_token is not None:
@@ -648,35 +532,6 @@ class Scope:
         if exc is None and self._origin == "above":
             raise Stopped(self._token.reason)
         return False
-
-    async def _until(self, done: Callable[[], bool]) -> None:
-        """Wait, without blocking the loop, until ``done()`` (a worker or ladder change)."""
-        import asyncio
-
-        loop = asyncio.get_running_loop()
-        while not done():
-            future: asyncio.Future[None] = loop.create_future()
-            entry = (loop, future)
-            with self._lock:
-                self._async_waiters.append(entry)
-            try:
-                if done():  # changed before we registered: its wake-up is gone
-                    return
-                await future
-            finally:
-                with self._lock:
-                    if entry in self._async_waiters:
-                        self._async_waiters.remove(entry)
-
-    def _wake_async(self) -> None:
-        """Wake every coroutine awaiting ``_changed_async`` (from any thread)."""
-        with self._lock:
-            waiters, self._async_waiters = self._async_waiters, []
-        if waiters:
-            from quiesce._core._async_wait import call_soon_from_any_thread
-
-            for loop, future in waiters:
-                call_soon_from_any_thread(loop, _resolve, future)
 
     def __repr__(self) -> str:
         return f"<Scope {self.name!r} workers={len(self._workers)}>"
@@ -785,12 +640,7 @@ class Scope:
         self._hurry.set()
         with self._changed:
             self._changed.notify_all()
-            hurried = list(self._hurry_waiters)
-        if hurried:
-            from quiesce._core._async_wait import call_soon_from_any_thread
-
-            for loop, future in hurried:
-                call_soon_from_any_thread(loop, _resolve, future)
+        self._wake_hurried()
 
 
 @final
@@ -826,11 +676,6 @@ class _ScopeOwner:
                 scope._changed.notify_all()
             if scope._async_waiters:
                 scope._wake_async()
-
-
-def _resolve(future: asyncio.Future[None]) -> None:
-    if not future.done():
-        future.set_result(None)
 
 
 def _raise_errors(name: str, errors: list[BaseException]) -> None:

@@ -1,0 +1,245 @@
+"""The asyncio side of Scope: `async with`, `scope.task()`, waiting off the loop.
+
+A mixin, so that ``Scope`` stays one class (one token, one ladder, one
+report) while its asyncio half lives apart and imports asyncio only when a
+program uses it (``quiesce run`` must start fast).
+
+- ``async with``: the block's body task is guarded by a ``TaskCanceller``
+  on the scope's token: a stop the block did not cause (a failure,
+  ``scope.stop()``, a stop from above) cancels the body, and the exit turns
+  that cancellation back into what caused it (the error, ``Stopped``, or
+  nothing after ``scope.stop()``), telling our cancel from anyone else's by
+  ``Task.uncancel()``'s count, as ``asyncio.timeout`` does.
+- Leaving stops the token, whose ladder runs in its thread as for ``with``;
+  the exit *awaits* its end: each worker's end and the ladder's end wake
+  the coroutines waiting in ``_until`` through the loop (``call_soon``
+  from the loop's own thread, ``call_soon_threadsafe`` from others).
+- A scope whose live workers are all tasks ends them on the loop before
+  its token stops, and then needs no ladder thread (see _task_worker).
+
+Rejected: ``loop.run_in_executor(None, ladder_done.wait)`` (a thread of the
+default executor per exit, and that executor may be the one being shut
+down); polling ``ladder_done`` (latency or CPU).
+"""
+
+from __future__ import annotations
+
+import itertools
+import threading
+from collections.abc import Callable, Coroutine
+from contextvars import Token as ContextToken
+from types import TracebackType
+from typing import TYPE_CHECKING, Any, Literal, Self
+
+from quiesce._core._token import StopToken
+from quiesce._scope._worker import Owner, Worker
+
+if TYPE_CHECKING:  # asyncio is imported only by programs that use it
+    import asyncio
+
+    from quiesce._core._async_wait import TaskCanceller
+
+_Waiters = list[tuple["asyncio.AbstractEventLoop", "asyncio.Future[None]"]]
+
+
+class AsyncScope:
+    """What ``Scope`` adds for asyncio; see ``Scope.task`` and ``Scope.__aenter__``."""
+
+    # Scope's own state, used here (set by Scope.__init__).
+    name: str
+    _token: StopToken
+    _grace: float
+    _lock: threading.RLock
+    _hurry: threading.Event
+    _ladder_done: threading.Event
+    _ladder_started: bool
+    _workers: list[Worker]
+    _owner: Owner
+    _worker_ids: itertools.count[int]
+    _context_token: ContextToken[StopToken | None] | None
+
+    def _init_async(self) -> None:
+        # async with: the loop it was entered on, what cancels its body, who awaits changes
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._body_canceller: TaskCanceller | None = None
+        self._async_waiters: _Waiters = []
+        self._hurry_waiters: _Waiters = []
+
+    # -- Scope's own, used here ------------------------------------------------------
+    def __enter__(self) -> Any:
+        raise NotImplementedError
+
+    def _adopt(self, worker: Worker) -> Worker:
+        raise NotImplementedError
+
+    def _begin_exit(self, exc: BaseException | None) -> BaseException | None:
+        raise NotImplementedError
+
+    def _run_ladder_if_pending(self) -> None:
+        raise NotImplementedError
+
+    def _end_exit(self, exc: BaseException | None,
+                  body_error: BaseException | None) -> Literal[False]:
+        raise NotImplementedError
+
+    # -- tasks -----------------------------------------------------------------------
+    def _start_task(self, coro: Coroutine[Any, Any, Any],
+                    name: str | None) -> asyncio.Task[Any]:
+        """``Scope.task``."""
+        import asyncio
+
+        from quiesce._scope._task_worker import TaskWorker
+
+        if not asyncio.iscoroutine(coro):
+            hint = " (call the async function: scope.task(fn(...)))" if callable(coro) else ""
+            raise TypeError(f"coro must be a coroutine object, got {type(coro).__name__}{hint}")
+        if name is not None and not isinstance(name, str):
+            coro.close()
+            raise TypeError(f"name must be a str or None, not {type(name).__name__}")
+        try:
+            loop = asyncio.get_running_loop()
+            if self._loop is None:
+                raise RuntimeError(f"scope.task() needs a scope entered with `async with`; "
+                                   f"scope {self.name!r} was not")
+            if loop is not self._loop:
+                raise RuntimeError(f"scope.task() must be called on the loop that entered "
+                                   f"scope {self.name!r}")
+            label = name or getattr(coro, "__qualname__", None) or type(coro).__name__
+            worker = TaskWorker(self._owner, f"{self.name}/{label}-{next(self._worker_ids)}",
+                                coro, loop)
+        except BaseException:
+            coro.close()
+            raise
+        try:
+            self._adopt(worker)
+        except BaseException:
+            worker._close_unstarted()
+            raise
+        assert worker.task is not None
+        return worker.task
+
+
+    async def __aenter__(self) -> Self:
+        """`async with`: as `with`, plus tasks (`task()`) and a cancellable body.
+
+        While the block runs, a stop of the scope that the block did not
+        cause (a task or worker failed, `scope.stop()`, a stop from above
+        such as a signal under `quiesce.aio.run`) cancels the body; leaving
+        then raises the failure, or `Stopped`, instead of the cancellation
+        (after `scope.stop()`, nothing: the block just ends). Leaving waits
+        for the ladder without blocking the loop.
+        """
+        import asyncio
+
+        from quiesce._core._async_wait import TaskCanceller
+
+        self.__enter__()
+        self._loop = asyncio.get_running_loop()
+        body = asyncio.current_task()
+        if body is not None:
+            self._body_canceller = TaskCanceller(self._token, body, self._loop)
+        return self
+
+    async def __aexit__(self, exc_type: type[BaseException] | None,
+                        exc: BaseException | None, tb: TracebackType | None) -> bool:
+        """Stop what still runs and wait for the ladder (off the loop: it keeps running)."""
+        import asyncio
+
+        canceller, self._body_canceller = self._body_canceller, None
+        ours = False  # the body was cancelled by our stop, and by nothing else
+        if canceller is not None and canceller.disarm():
+            task = asyncio.current_task()
+            if task is not None and task.uncancel() == 0 \
+                    and isinstance(exc, asyncio.CancelledError):
+                exc, ours = None, True  # the stop says why: a failure, or Stopped
+        cancel = exc if isinstance(exc, asyncio.CancelledError) else None
+        try:
+            await self._end_tasks_first()
+        except asyncio.CancelledError as again:
+            cancel = cancel or again
+        body_error = self._begin_exit(None if cancel is not None else exc)
+        self._run_ladder_if_pending()  # no thread could be started: run it here (blocking)
+        while not self._ladder_done.is_set():
+            try:
+                await self._until(self._ladder_done.is_set)
+            except asyncio.CancelledError as again:
+                cancel = cancel or again  # cancelled from outside: end the ladder first
+        self._end_exit(cancel or exc, body_error)  # the errors, else Stopped from above
+        if cancel is not None and cancel is not exc:
+            raise cancel
+        return ours  # our own cancel, stopped by ``scope.stop()``: the block just ends
+
+    async def _end_tasks_first(self) -> None:
+        """If all that still runs is tasks, end them on the loop (see _task_worker)."""
+        import asyncio
+
+        from quiesce._scope._task_worker import TaskWorker, end_on_loop
+
+        with self._lock:
+            if self._ladder_started:
+                return
+            alive = [w for w in self._workers if w.alive]
+        if not alive or not all(isinstance(w, TaskWorker) for w in alive):
+            return
+        hurry: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        entry = (asyncio.get_running_loop(), hurry)
+        with self._lock:
+            self._hurry_waiters.append(entry)
+        try:
+            if not self._hurry.is_set():
+                await end_on_loop(alive, self._grace,  # type: ignore[arg-type]
+                                  f"scope {self.name!r} exited", hurry)
+        finally:
+            with self._lock:
+                self._hurry_waiters.remove(entry)
+                if not self._ladder_started and all(
+                        isinstance(w, TaskWorker) and not w.alive for w in self._workers):
+                    # Only tasks, all ended: no ladder (no thread) is needed, and
+                    # _check_open refuses new workers from now on. (An idle pool
+                    # still needs the ladder: it shuts the pool down.)
+                    self._ladder_started = True
+                    self._ladder_done.set()
+
+    async def _until(self, done: Callable[[], bool]) -> None:
+        """Wait, without blocking the loop, until ``done()`` (a worker or ladder change)."""
+        import asyncio
+
+        loop = asyncio.get_running_loop()
+        while not done():
+            future: asyncio.Future[None] = loop.create_future()
+            entry = (loop, future)
+            with self._lock:
+                self._async_waiters.append(entry)
+            try:
+                if done():  # changed before we registered: its wake-up is gone
+                    return
+                await future
+            finally:
+                with self._lock:
+                    if entry in self._async_waiters:
+                        self._async_waiters.remove(entry)
+
+    def _wake_async(self) -> None:
+        """Wake every coroutine awaiting ``_changed_async`` (from any thread)."""
+        with self._lock:
+            waiters, self._async_waiters = self._async_waiters, []
+        if waiters:
+            from quiesce._core._async_wait import call_soon_from_any_thread
+
+            for loop, future in waiters:
+                call_soon_from_any_thread(loop, _resolve, future)
+
+    def _wake_hurried(self) -> None:
+        """A second signal: wake what waits in ``_end_tasks_first``."""
+        with self._lock:
+            hurried = list(self._hurry_waiters)
+        if hurried:
+            from quiesce._core._async_wait import call_soon_from_any_thread
+
+            for loop, future in hurried:
+                call_soon_from_any_thread(loop, _resolve, future)
+
+
+def _resolve(future: asyncio.Future[None]) -> None:
+    if not future.done():
+        future.set_result(None)
