@@ -170,7 +170,14 @@ class AsyncScope:
         return ours  # our own cancel, stopped by ``scope.stop()``: the block just ends
 
     async def _end_tasks_first(self) -> None:
-        """If all that still runs is tasks, end them on the loop (see _task_worker)."""
+        """Before the token stops: end tasks on the loop, and skip a needless ladder.
+
+        If all that still runs is tasks, they are ended here (see
+        _task_worker). Then, if every worker has ended (threads and tasks
+        only: a process's tree, an idle pool still need their ladder), no
+        ladder thread is started at all: that thread was most of the cost of
+        a ``to_thread`` call or of leaving a scope of tasks.
+        """
         import asyncio
 
         from quiesce._scope._task_worker import TaskWorker, end_on_loop
@@ -179,26 +186,25 @@ class AsyncScope:
             if self._ladder_started:
                 return
             alive = [w for w in self._workers if w.alive]
-        if not alive or not all(isinstance(w, TaskWorker) for w in alive):
-            return
-        hurry: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        entry = (asyncio.get_running_loop(), hurry)
-        with self._lock:
-            self._hurry_waiters.append(entry)
-        try:
-            if not self._hurry.is_set():
-                await end_on_loop(alive, self._grace,  # type: ignore[arg-type]
-                                  f"scope {self.name!r} exited", hurry)
-        finally:
+        if alive and not all(isinstance(w, TaskWorker) for w in alive):
+            return  # the ladder's work
+        if alive:
+            hurry: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+            entry = (asyncio.get_running_loop(), hurry)
             with self._lock:
-                self._hurry_waiters.remove(entry)
-                if not self._ladder_started and all(
-                        isinstance(w, TaskWorker) and not w.alive for w in self._workers):
-                    # Only tasks, all ended: no ladder (no thread) is needed, and
-                    # _check_open refuses new workers from now on. (An idle pool
-                    # still needs the ladder: it shuts the pool down.)
-                    self._ladder_started = True
-                    self._ladder_done.set()
+                self._hurry_waiters.append(entry)
+            try:
+                if not self._hurry.is_set():
+                    await end_on_loop(alive, self._grace,  # type: ignore[arg-type]
+                                      f"scope {self.name!r} exited", hurry)
+            finally:
+                with self._lock:
+                    self._hurry_waiters.remove(entry)
+        with self._lock:
+            if not self._ladder_started and all(_needs_no_ladder(w) for w in self._workers):
+                # _check_open refuses new workers from now on.
+                self._ladder_started = True
+                self._ladder_done.set()
 
     async def _until(self, done: Callable[[], bool]) -> None:
         """Wait, without blocking the loop, until ``done()`` (a worker or ladder change)."""
@@ -238,6 +244,13 @@ class AsyncScope:
 
             for loop, future in hurried:
                 call_soon_from_any_thread(loop, _resolve, future)
+
+
+def _needs_no_ladder(worker: Worker) -> bool:
+    """Ended for good: a thread that returned, a task that ended or was abandoned."""
+    if worker.kind == "thread":
+        return worker._done.is_set()
+    return worker.kind == "task" and not worker.alive
 
 
 def _resolve(future: asyncio.Future[None]) -> None:
