@@ -11,6 +11,9 @@ Run: .venv/bin/python bench/bench_aio.py [--rounds R] [--samples N] [--loop asyn
    waits for the ladder) against ``asyncio.TaskGroup`` with 100 tasks whose
    body cancels them all and leaves. Time from the end of the body until
    the block has been left.
+3. A call to a trivial function in a thread: ``quiesce.aio.to_thread`` (a
+   new daemon thread and a token per call, so it can be stopped) against
+   ``asyncio.to_thread`` (the loop's default executor, threads reused).
 
 The two sides take turns, sample after sample, so the machine's noise falls
 on both alike; each round reports the median of its samples and the table
@@ -95,10 +98,29 @@ async def exit_task_group() -> float:
     return time.perf_counter() - started
 
 
+def nothing() -> None:
+    pass
+
+
+async def call_quiesce_to_thread() -> float:
+    import quiesce.aio
+
+    started = time.perf_counter()
+    await quiesce.aio.to_thread(nothing)
+    return time.perf_counter() - started
+
+
+async def call_asyncio_to_thread() -> float:
+    started = time.perf_counter()
+    await asyncio.to_thread(nothing)
+    return time.perf_counter() - started
+
+
 async def rounds(rounds: int, samples: int) -> dict[str, list[float]]:
     cases = {"wait_async": latency_token, "asyncio.Event": latency_event}
     results: dict[str, list[float]] = {name: [] for name in
-                                       [*cases, "Scope exit", "TaskGroup exit"]}
+                                       [*cases, "Scope exit", "TaskGroup exit",
+                                        "aio.to_thread", "asyncio.to_thread"]}
     stopper = Stopper()
     try:
         for _ in range(rounds):
@@ -108,6 +130,8 @@ async def rounds(rounds: int, samples: int) -> dict[str, list[float]]:
                     per_round[name].append(await case(stopper))
                 per_round["Scope exit"].append(await exit_scope())
                 per_round["TaskGroup exit"].append(await exit_task_group())
+                per_round["aio.to_thread"].append(await call_quiesce_to_thread())
+                per_round["asyncio.to_thread"].append(await call_asyncio_to_thread())
             for name, values in per_round.items():
                 results[name].append(statistics.median(values))
     finally:
@@ -132,7 +156,8 @@ def main() -> int:
     print(f"loop: {args.loop}; median of {args.rounds} rounds x {args.samples} samples, "
           f"taking turns", flush=True)
     for ours, theirs, what in (("wait_async", "asyncio.Event", "wake-up from another thread"),
-                               ("Scope exit", "TaskGroup exit", f"ending {TASKS} tasks")):
+                               ("Scope exit", "TaskGroup exit", f"ending {TASKS} tasks"),
+                               ("aio.to_thread", "asyncio.to_thread", "one call in a thread")):
         print(f"{what}:\n  {ours:<16} {median[ours] * 1e6:9.1f} us\n"
               f"  {theirs:<16} {median[theirs] * 1e6:9.1f} us\n"
               f"  ratio            {median[ours] / median[theirs]:9.2f}x", flush=True)
