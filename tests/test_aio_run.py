@@ -69,15 +69,17 @@ def test_shell_sees_143(tmp_path: Path) -> None:
     assert result.stdout.strip().splitlines()[-1] == "143"
 
 
-def test_a_second_signal_skips_the_grace(tmp_path: Path) -> None:
-    """grace is 30 s, a task swallows cancellation and a process ignores SIGTERM."""
-    code, took = signal_when_ready(start("stubborn", tmp_path), signal.SIGTERM, signal.SIGTERM)
+@pytest.mark.parametrize("mode", ["stubborn", "stubborn-task"])
+def test_a_second_signal_skips_the_grace(mode: str, tmp_path: Path) -> None:
+    """grace is 30 s; a task swallows cancellation (and a process ignores SIGTERM)."""
+    code, took = signal_when_ready(start(mode, tmp_path), signal.SIGTERM, signal.SIGTERM)
     assert code == -signal.SIGTERM
     assert took < MARGIN  # far below the 30 s grace
 
 
-def test_negative_control_one_signal_waits_for_the_grace(tmp_path: Path) -> None:
-    proc = start("stubborn", tmp_path)
+@pytest.mark.parametrize("mode", ["stubborn", "stubborn-task"])
+def test_negative_control_one_signal_waits_for_the_grace(mode: str, tmp_path: Path) -> None:
+    proc = start(mode, tmp_path)
     assert proc.stdout is not None
     try:
         assert proc.stdout.readline().strip() == "ready"

@@ -427,3 +427,23 @@ def test_deadline_blocks_around_async_scopes_and_to_thread() -> None:
         assert time.monotonic() - started < 0.4 + MARGIN
 
     asyncio.run(main())
+
+
+def test_a_second_signal_cuts_the_grace_a_scope_of_tasks_waits() -> None:
+    """What a second signal does (hurry every scope) ends the on-loop wait for tasks."""
+    from quiesce._scope._scope import hurry_all_scopes
+
+    swallower = Swallower()
+
+    async def main() -> float:
+        async with quiesce.Scope(grace=30.0) as scope:
+            stuck = scope.task(swallower.run())
+            await asyncio.sleep(0.05)
+            threading.Timer(0.3, hurry_all_scopes).start()
+            started = time.monotonic()
+        took = time.monotonic() - started
+        swallower.release()
+        await stuck
+        return took
+
+    assert asyncio.run(main()) < MARGIN  # not the 30 s grace

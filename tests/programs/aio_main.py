@@ -7,6 +7,9 @@ Modes:
   raise     amain raises ValueError
   stubborn  a task that swallows cancellation and a process ignoring SIGTERM; grace 30 s
             (only a 2nd signal ends the program soon)
+  stubborn-task  only a task that swallows cancellation; grace 30 s; 'ready' once the
+            block is being left (a scope of tasks ends them on the loop: the 2nd signal
+            must reach that wait too)
   stuck     asyncio.to_thread(a call that never looks at its token), a task left outside
             every scope that swallows cancellation: the exit is still bounded
   uvloop    like workers, on uvloop (through its event loop policy)
@@ -75,11 +78,13 @@ async def main(mode: str, directory: str) -> int:
         return int(mode.split("-", 1)[1])
     if mode == "raise":
         raise ValueError("main failed on purpose")
-    grace = 30.0 if mode == "stubborn" else 0.5
+    grace = 30.0 if mode.startswith("stubborn") else 0.5
     async with quiesce.Scope(grace=grace, kill_after=30) as scope:
         if mode == "stubborn":
             scope.task(swallower())
             scope.process(stubborn_process)
+        elif mode == "stubborn-task":
+            scope.task(swallower())
         elif mode == "stuck":
             left_out = asyncio.get_running_loop().create_task(swallower())
             scope.task(asyncio.to_thread(stuck_call))
@@ -92,6 +97,9 @@ async def main(mode: str, directory: str) -> int:
             scope.popen(["bash", "-c", f"trap 'echo trapped > {marker}; exit 0' TERM; "
                          "sleep 60 & wait"])
         await asyncio.sleep(0.3)  # let the workers install their handlers
+        if mode == "stubborn-task":
+            asyncio.get_running_loop().call_later(0.2, lambda: print("ready", flush=True))
+            return 3  # leaving: the scope waits for the swallower (grace 30 s)
         try:  # before 'ready': the signal may land the moment it is printed
             print("ready", flush=True)
             await asyncio.sleep(60)
