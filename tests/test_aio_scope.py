@@ -447,3 +447,18 @@ def test_a_second_signal_cuts_the_grace_a_scope_of_tasks_waits() -> None:
         return took
 
     assert asyncio.run(main()) < MARGIN  # not the 30 s grace
+
+
+def test_to_thread_never_loses_the_error_of_a_thread_that_just_ended() -> None:
+    """The thread's `alive` turns False a moment before its scope records its error."""
+
+    async def main() -> int:
+        raised = 0
+        for _ in range(200):
+            try:
+                await quiesce.aio.to_thread(raise_value_error)
+            except ValueError:
+                raised += 1
+        return raised
+
+    assert asyncio.run(main()) == 200

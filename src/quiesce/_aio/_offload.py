@@ -64,7 +64,7 @@ async def to_thread(fn: Callable[..., T], /, *args: Any, grace: float = 5.0,
     _validate.required_seconds("kill_after", kill_after)
     async with Scope(grace=grace, kill_after=0.0, name="to_thread") as scope:
         worker = scope.thread(fn, *args, **kwargs)
-        await scope._until(lambda: not worker.alive)
+        await scope._until_ended(worker)
     result: T = worker.result
     return result
 
@@ -104,6 +104,6 @@ async def to_process(fn: Callable[..., T], /, *args: Any, grace: float = 5.0,
     _validate.callable_target("fn", fn)
     async with Scope(grace=grace, kill_after=kill_after, name="to_process") as scope:
         worker = scope.process(fn, *args, **kwargs)
-        await scope._until(lambda: not worker.alive)
+        await scope._until_ended(worker)
     result: T = worker.result
     return result

@@ -64,6 +64,9 @@ class AsyncScope:
         self._body_canceller: TaskCanceller | None = None
         self._async_waiters: _Waiters = []
         self._hurry_waiters: _Waiters = []
+        # Workers whose end the scope has taken in (their error recorded): a worker's
+        # `alive` turns False a moment before that, in the worker's own thread.
+        self._reported: set[Worker] = set()
 
     # -- Scope's own, used here ------------------------------------------------------
     def __enter__(self) -> Any:
@@ -201,10 +204,21 @@ class AsyncScope:
                 with self._lock:
                     self._hurry_waiters.remove(entry)
         with self._lock:
-            if not self._ladder_started and all(_needs_no_ladder(w) for w in self._workers):
+            if not self._ladder_started and all(self._needs_no_ladder(w) for w in self._workers):
                 # _check_open refuses new workers from now on.
                 self._ladder_started = True
                 self._ladder_done.set()
+
+    def _needs_no_ladder(self, worker: Worker) -> bool:
+        """Ended for good, and taken in: a thread that returned, a task that ended or
+        was abandoned. (A process's tree or an idle pool still needs the ladder.)"""
+        if worker.kind == "thread":
+            return worker in self._reported
+        return worker.kind == "task" and not worker.alive
+
+    async def _until_ended(self, worker: Worker) -> None:
+        """Until the scope has taken in ``worker``'s end (and recorded its error)."""
+        await self._until(lambda: worker in self._reported)
 
     async def _until(self, done: Callable[[], bool]) -> None:
         """Wait, without blocking the loop, until ``done()`` (a worker or ladder change)."""
@@ -244,13 +258,6 @@ class AsyncScope:
 
             for loop, future in hurried:
                 call_soon_from_any_thread(loop, _resolve, future)
-
-
-def _needs_no_ladder(worker: Worker) -> bool:
-    """Ended for good: a thread that returned, a task that ended or was abandoned."""
-    if worker.kind == "thread":
-        return worker._done.is_set()
-    return worker.kind == "task" and not worker.alive
 
 
 def _resolve(future: asyncio.Future[None]) -> None:

@@ -80,6 +80,11 @@ class Scope(AsyncScope):
     an `ExceptionGroup`. A stop from above (a signal under `handle_signals`,
     an enclosing scope) raises `Stopped` there instead.
 
+    In a coroutine, use `async with`: leaving then waits for the ladder
+    without blocking the event loop, `task()` starts asyncio tasks the
+    scope owns, and a stop the block did not cause cancels the block's
+    body (see the [asyncio guide](../asyncio.md)).
+
     Scopes nest: a scope's token is a child of `current_token()` where it
     is created, and inside the block `current_token()` is the scope's
     token, so a stop anywhere above reaches every worker below.
@@ -568,6 +573,7 @@ class Scope(AsyncScope):
             if failed and worker.exception is not None:
                 self._errors.append(worker.exception)
                 self._origin = self._origin or "failure"
+            self._reported.add(worker)  # its error, if any, is recorded
             self._changed.notify_all()
         if self._async_waiters:
             self._wake_async()
