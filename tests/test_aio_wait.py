@@ -297,3 +297,16 @@ def test_plain_thread_pool_executor_cancel_cannot_stop_a_running_call() -> None:
             release.set()
 
     asyncio.run(main())
+
+
+def test_every_quiesce_aio_name_is_in_the_reference_with_an_example() -> None:
+    import inspect
+    from pathlib import Path
+
+    page = (Path(__file__).resolve().parent.parent / "docs" / "reference" / "aio.md").read_text()
+    for name in quiesce.aio.__all__:
+        assert f"::: quiesce.aio.{name}\n" in page, f"docs/reference/aio.md lacks {name}"
+        doc = inspect.getdoc(getattr(quiesce.aio, name)) or ""
+        assert "\nExample:\n" in doc, f"quiesce.aio.{name}: its docstring needs an example"
+    assert "\nExample:\n" in (inspect.getdoc(quiesce.StopToken.wait_async) or "")
+    assert "\nExample:\n" in (inspect.getdoc(quiesce.Scope.task) or "")

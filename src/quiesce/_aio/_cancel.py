@@ -27,7 +27,18 @@ from quiesce._core._token import StopToken
 
 @final
 class CancelOnStop:
-    """The async context manager returned by `quiesce.aio.cancel_on_stop()`."""
+    """The async context manager returned by `quiesce.aio.cancel_on_stop()`.
+
+    `async with` gives the token it watches; see `cancel_on_stop` for the
+    rules. One use only: enter a new one for each block.
+
+    Example:
+        ```python
+        guard = quiesce.aio.cancel_on_stop(token)   # a CancelOnStop
+        async with guard as watched:
+            await watched.wait_async()               # or any other await
+        ```
+    """
 
     __slots__ = ("_canceller", "_task", "_token")
 
