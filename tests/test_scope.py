@@ -303,3 +303,23 @@ def test_every_rung_of_the_ladder_under_each_start_method(method: str, tmp_path:
     assert (coop.ended_by, term.ended_by, kill.ended_by) == ("stopped", "terminated", "killed")
     assert coop_marker.read_text() == "cleaned up"
     assert term_marker.read_text() == "finally ran"
+
+
+def _raise_value_error() -> None:
+    raise ValueError("boom")
+
+
+def test_join_after_the_worker_ended_still_raises_its_error() -> None:
+    """Regression: a worker is marked done just before its scope records the error;
+    ``scope.join()`` right after ``worker.join()`` returned without raising (~95% of runs)."""
+    missed = 0
+    for _ in range(200):
+        with pytest.raises(ValueError), Scope(grace=1, kill_after=1) as scope:
+            worker = scope.thread(_raise_value_error)
+            worker.join()
+            try:
+                scope.join()
+                missed += 1
+            except ValueError:
+                raise
+    assert missed == 0

@@ -565,7 +565,13 @@ class Scope(AsyncScope):
             raise RuntimeError(f"scope {self.name!r} is stopping or closed; it takes no new work")
 
     def _all_ended(self) -> bool:
-        return all(not w.alive or w.ended_by == "abandoned" for w in self._workers)
+        # A worker is marked done a moment before the scope records its ending
+        # (its error): `join` must not look in between and miss the error.
+        return all(
+            w.ended_by == "abandoned"
+            or (not w.alive and (w.ended_by != "failed" or w in self._reported))
+            for w in self._workers
+        )
 
     def _worker_ended(self, worker: Worker) -> None:
         failed = worker.ended_by == "failed" and worker.exception is not None
