@@ -46,7 +46,7 @@ from types import TracebackType
 from typing import TYPE_CHECKING, Any, final
 
 from quiesce._core import _deadline_timer, _validate
-from quiesce._core._context import _current, current_token
+from quiesce._core._context import _current, current_token, leave_block
 from quiesce._core._errors import Stopped
 from quiesce._core._token import StopHandle, StopToken
 from quiesce._core._token_core import LocalCore, SharedCore
@@ -227,18 +227,9 @@ class CancelScope:
         if self._state != _OPEN:
             raise RuntimeError(f"{self._what()}: leaving a deadline block that is not open")
         self._state = _CLOSED
-        reset, self._reset = self._reset, None
-        if reset is not None:
-            try:
-                _current.reset(reset)
-            except ValueError:  # left in another context (a generator resumed elsewhere)
-                _current.set(self._parent)
-        link, self._link = self._link, None
-        if link is not None:
-            link.cancel()
-        entry, self._entry = self._entry, None
-        if entry is not None:
-            entry.cancel()
+        reset, link, entry = self._reset, self._link, self._entry
+        self._reset = self._link = self._entry = None
+        leave_block(reset, self._parent, link, entry)
         self._expired = self._own_cause(time.monotonic())
 
     def _judge(self, exc: BaseException | None) -> bool:

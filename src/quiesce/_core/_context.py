@@ -9,14 +9,23 @@ tasks started inside a worker inherit its token.
 from __future__ import annotations
 
 import contextlib
+import contextvars
 import os
 import threading
 from collections.abc import Iterator
 from contextvars import ContextVar
+from typing import Protocol
 
 from quiesce._core import _validate
 from quiesce._core._errors import Stopped
 from quiesce._core._token import StopToken
+
+
+class Cancellable(Protocol):
+    """A link or timer entry a block drops when it ends."""
+
+    def cancel(self) -> object: ...
+
 
 _current: ContextVar[StopToken | None] = ContextVar("quiesce_current_token", default=None)
 _current_get = _current.get
@@ -92,6 +101,25 @@ def caller_deadline(token: StopToken) -> float | None:
     if deadline is None or (token.deadline is not None and token.deadline <= deadline):
         return None
     return deadline
+
+
+def leave_block(reset: contextvars.Token[StopToken | None] | None,
+                replaced: StopToken | None, *handles: Cancellable | None) -> None:
+    """End a block that made its own token current (a deadline block, a shield).
+
+    Restores the token it replaced, and cancels the block's links and timer
+    entries. A block left in another context than it was entered in (a
+    generator resumed elsewhere) cannot reset there: the replaced token is
+    set instead.
+    """
+    if reset is not None:
+        try:
+            _current.reset(reset)
+        except ValueError:
+            _current.set(replaced)
+    for handle in handles:
+        if handle is not None:
+            handle.cancel()
 
 
 def sleep(seconds: float) -> None:

@@ -30,7 +30,7 @@ from types import TracebackType
 from typing import final
 
 from quiesce._core import _deadline_timer, _validate
-from quiesce._core._context import _current, current_token
+from quiesce._core._context import _current, current_token, leave_block
 from quiesce._core._token import StopHandle, StopToken
 
 
@@ -87,18 +87,9 @@ class Shield:
     def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
                  tb: TracebackType | None) -> None:
         self._open = False
-        reset, self._reset = self._reset, None
-        if reset is not None:
-            try:
-                _current.reset(reset)
-            except ValueError:
-                _current.set(self._parent)
-        link, self._link = self._link, None
-        if link is not None:
-            link.cancel()
-        entry, self._entry = self._entry, None
-        if entry is not None:
-            entry.cancel()
+        reset, link, entry = self._reset, self._link, self._entry
+        self._reset = self._link = self._entry = None
+        leave_block(reset, self._parent, link, entry)
 
     def __repr__(self) -> str:
         hold = "for ever" if self._hold is None else f"{self._hold:g} s"
