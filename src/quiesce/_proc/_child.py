@@ -46,6 +46,7 @@ from quiesce._core._token import StopToken
 from quiesce._proc import _platform, _proctree
 
 LIFELINE_POLL = 0.05
+_WALL = 0x40000000  # Linux's __WALL: wait for every kind of child (not in the os module)
 
 
 def wants_token(fn: object) -> bool:
@@ -85,21 +86,26 @@ def child_main(payload: bytes, token: StopToken, writer: multiprocessing.connect
                tag: str, owner_pid: int, kill_after: float = 2.0) -> None:
     """Target of the multiprocessing.Process; the exit status tells how it ended."""
     terminated = prepare_child(token, tag, owner_pid)
-    _platform.set_child_subreaper()  # step 7: orphans of our descendants stay ours
+    subreaper = _platform.set_child_subreaper()  # step 7: orphans of our descendants stay ours
     code = _run_target(payload, token, writer, terminated)
     writer.close()
-    end_descendants(tag, kill_after)
+    end_descendants(tag, kill_after, subreaper=subreaper)
     sys.exit(code)
 
 
-def end_descendants(tag: str, kill_after: float) -> None:
+def end_descendants(tag: str, kill_after: float, *, subreaper: bool = False) -> None:
     """Step 8: before exiting, end what we started (SIGTERM, SIGKILL after ``kill_after``).
 
     As a child subreaper we still hold every descendant by ancestry, even one
     that called setsid and never exec'd (no tag in /proc/PID/environ); once we
-    exit, it would re-parent to init, out of the owner's reach.
+    exit, it would re-parent to init, out of the owner's reach. So a
+    subreaper with no child at all has no descendant either, and skips the
+    scan of the whole process table (a few ms, paid by every worker at
+    once when a scope stops). The owner still scans after our exit.
     """
     me = os.getpid()
+    if subreaper and not _has_children():
+        return
     try:
         if not _proctree.snapshot(root_pid=me, tag=tag, include_root=False):
             return
@@ -115,6 +121,25 @@ def end_descendants(tag: str, kill_after: float) -> None:
         stop_and_kill_descendants(me, tag)
     except Stopped:
         stop_and_kill_descendants(me, tag)
+
+
+def _has_children() -> bool:
+    """Whether this process has any child, running or unreaped (True when unsure).
+
+    ``waitid(P_ALL, WNOHANG | WNOWAIT)`` reaps nothing; ECHILD means no
+    child at all. ``__WALL`` counts children made by clone() with another
+    exit signal too, which a plain wait ignores.
+    """
+    waitid = getattr(os, "waitid", None)
+    if waitid is None:
+        return True
+    try:
+        waitid(os.P_ALL, 0, os.WEXITED | os.WNOHANG | os.WNOWAIT | _WALL)
+    except ChildProcessError:
+        return False
+    except OSError:
+        return True
+    return True
 
 
 def stop_and_kill_descendants(me: int, tag: str, timeout: float = 5.0) -> None:

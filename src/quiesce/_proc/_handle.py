@@ -120,6 +120,7 @@ class ProcessHandle:
         self._held: dict[int, _proctree.ProcRef] = {}
         self._held_lock = threading.Lock()
         self._reaped = False
+        self._nothing_left = False  # reap() found no member after the root's exit
         self._closed = False
         self._registered = False
 
@@ -323,7 +324,11 @@ class ProcessHandle:
         """Collect the exit status (blocks until the exit); the members are held first."""
         if self._reaped:
             return self.exitcode
-        self._discover()  # the root still pins its group: hold what is in it
+        exited = self.has_exited()
+        found = self._discover()  # the root still pins its group: hold what is in it
+        # Nothing of the tree alive after the root's exit: nothing can appear later
+        # (a new member needs a live parent in the tree), so end_remains need not scan.
+        self._nothing_left = exited and not found
         self.exitcode = self._reap_fn()
         self._reaped = True
         return self.exitcode
@@ -335,7 +340,7 @@ class ProcessHandle:
     def end_remains(self, *, kill_after: float,
                     kill_now: Callable[[], bool] = lambda: False) -> None:
         """SIGTERM what outlived the root; SIGKILL it after ``kill_after`` or at ``kill_now()``."""
-        if not self._discover():
+        if self._nothing_left or not self._discover():
             return
         if not kill_now():
             self.signal_tree(signal.SIGTERM, include_root=False)
@@ -408,21 +413,23 @@ class ProcessHandle:
         return found
 
     def _discover_pass(self, excluded: set[int], group_only: bool) -> bool:
-        """One scan of the process table; True if it proved a new member."""
+        """One scan of the process table (begun after this call: shared, see
+        ``scan_since``); True if it proved a new member."""
+        started = time.monotonic()
         with self._held_lock:
             for pid in [p for p, r in self._held.items() if not r.alive()]:
                 del self._held[pid]  # dead: anchors nothing; its fd goes with the last user
             held = dict(self._held)
         parents = {self.pid, *held}
         added = False
-        for pid, (ppid, pgid, state) in _proctree.table().items():
+        scan = _proctree.scan_since(started)
+        for pid, (ppid, pgid, state) in scan.table.items():
             if pid in excluded or pid in held or state == "Z":
                 continue
             if group_only and pgid != self.pid:
                 continue
             if not (ppid in parents or pgid == self.pid or (
-                    not group_only and _proctree.tag_matches(_proctree.read_tags(pid),
-                                                             self.tag))):
+                    not group_only and _proctree.tag_matches(scan.tags(pid), self.tag))):
                 continue
             ref = _proctree.ProcRef.open(pid)
             if ref is None:

@@ -88,15 +88,34 @@ def _read_tags(pid: int) -> str:
             return psutil.Process(pid).environ().get(TAGS_ENV, "")
         except (psutil.Error, OSError):
             return ""
-    try:
-        with open(f"/proc/{pid}/environ", "rb") as f:
-            data = f.read()
-    except OSError:
+    data = _read_proc(f"/proc/{pid}/environ", whole=True)
+    if data is None:
         return ""
     for entry in data.split(b"\0"):
         if entry.startswith(b"QUIESCE_TAGS="):
             return entry[len(b"QUIESCE_TAGS="):].decode("utf-8", "replace")
     return ""
+
+
+def _read_proc(path: str, *, whole: bool) -> bytes | None:
+    """A /proc file's bytes, or None if it is gone; a plain fd read (a table scan opens
+    one per process, and a Python file object costs about twice as much)."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    except OSError:
+        return None
+    try:
+        data = os.read(fd, 4096)  # /proc/PID/stat is one short line
+        if whole and data:
+            chunks = [data]
+            while chunk := os.read(fd, 65536):
+                chunks.append(chunk)
+            data = b"".join(chunks)
+        return data
+    except OSError:
+        return None
+    finally:
+        os.close(fd)
 
 
 def _stat(pid: int) -> tuple[int, int, str] | None:
@@ -108,12 +127,10 @@ def _stat(pid: int) -> tuple[int, int, str] | None:
             return proc.ppid(), os.getpgid(pid), state
         except (psutil.Error, OSError):
             return None
-    try:
-        with open(f"/proc/{pid}/stat", "rb") as f:
-            data = f.read()
-    except OSError:
+    data = _read_proc(f"/proc/{pid}/stat", whole=False)
+    if data is None:
         return None
-    fields = data[data.rfind(b")") + 2:].split()
+    fields = data[data.rfind(b")") + 2:].split(maxsplit=3)
     return int(fields[1]), int(fields[2]), fields[0].decode()
 
 
@@ -127,6 +144,48 @@ def _table() -> dict[int, tuple[int, int, str]]:
         if info is not None:
             table[pid] = info
     return table
+
+
+class Scan:
+    """One read of the process table, shared by every caller that asked for a scan
+    begun after some moment (see ``scan_since``); tags are read once per process."""
+
+    __slots__ = ("_tags", "started", "table")
+
+    def __init__(self) -> None:
+        self.started = time.monotonic()
+        self.table = _table()
+        self._tags: dict[int, str] = {}
+
+    def tags(self, pid: int) -> str:
+        """``pid``'s QUIESCE_TAGS, read (after the scan began) at the first ask."""
+        tags = self._tags.get(pid)
+        if tags is None:
+            tags = self._tags[pid] = _read_tags(pid)
+        return tags
+
+
+_scan_lock = threading.Lock()
+_last_scan: Scan | None = None
+
+
+def scan_since(moment: float) -> Scan:
+    """A scan of the process table begun after ``moment`` (``time.monotonic()``).
+
+    Scans run one at a time; whoever waited for one that began too early
+    runs the next, which serves everyone waiting by then. When a scope
+    stops many process workers at once, their monitors all ask at about
+    the same time: a couple of scans serve them all, instead of one each
+    fighting for the GIL. A scan begun after ``moment`` shows every process
+    that was alive at ``moment`` and still is, exactly like a scan of one's own.
+    """
+    global _last_scan
+    with _scan_lock:
+        last = _last_scan
+        if last is not None and last.started > moment:
+            return last
+        _last_scan = last = Scan()
+        return last
 
 
 def _ancestors_of_self() -> set[int]:
@@ -372,8 +431,9 @@ ancestors_of_self = _ancestors_of_self
 
 
 def _after_fork_in_child() -> None:
-    global _owner_tag, _counter, _counter_lock
+    global _owner_tag, _counter, _counter_lock, _scan_lock, _last_scan
     _owner_tag = uuid.uuid4().hex[:12]
+    _scan_lock, _last_scan = threading.Lock(), None
     _counter = itertools.count(1)
     _counter_lock = threading.Lock()
 
