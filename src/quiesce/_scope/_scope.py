@@ -146,6 +146,11 @@ class Scope(AsyncScope):
         self._changed = threading.Condition(self._lock)
         self._hurry = threading.Event()
         self._workers: list[Worker] = []
+        # Workers that have not recorded their end: only the last end (or a failure, or
+        # an end some worker's own ladder waits for) wakes the threads waiting on _changed,
+        # so 100 ending threads do not wake the ladder 100 times.
+        self._running: set[Worker] = set()
+        self._solo_ladders = 0
         self._errors: list[BaseException] = []
         self._errors_raised = False
         self._origin: StopOrigin | None = None
@@ -547,11 +552,13 @@ class Scope(AsyncScope):
         with self._lock:
             self._check_open()
             self._workers.append(worker)
+            self._running.add(worker)
         try:
             worker._start()  # type: ignore[attr-defined]
         except BaseException:
             with self._lock:
                 self._workers.remove(worker)
+                self._running.discard(worker)
             raise
         return worker
 
@@ -580,7 +587,9 @@ class Scope(AsyncScope):
                 self._errors.append(worker.exception)
                 self._origin = self._origin or "failure"
             self._reported.add(worker)  # its error, if any, is recorded
-            self._changed.notify_all()
+            self._running.discard(worker)
+            if failed or not self._running or self._solo_ladders:
+                self._changed.notify_all()
         if self._async_waiters:
             self._wake_async()
         if failed:
@@ -593,6 +602,14 @@ class Scope(AsyncScope):
                 return
             self._ladder_started = True
             self._origin = self._origin or "above"
+            workers = list(self._workers)
+        # Stop every worker's token here, before the ladder thread exists: its
+        # start would otherwise delay the wake-up of every worker (the token
+        # links would stop them right after this callback anyway; a token
+        # stops once, so the ladder's own first step finds them stopped).
+        reason = self._token.reason
+        for worker in workers:
+            worker.token.stop(reason)
         try:
             threading.Thread(target=self._run_ladder, name=f"quiesce-ladder-{self.name}",
                              daemon=True).start()
@@ -630,13 +647,21 @@ class Scope(AsyncScope):
         worker.token.stop(reason or f"worker {worker.name!r} stopped")
 
         def ladder() -> None:
-            run_ladder([worker], grace=self._grace, kill_after=self._kill_after,
-                       changed=self._changed, hurry=self._hurry, reason=worker.token.reason)
+            try:
+                run_ladder([worker], grace=self._grace, kill_after=self._kill_after,
+                           changed=self._changed, hurry=self._hurry, reason=worker.token.reason)
+            finally:
+                with self._lock:
+                    self._solo_ladders -= 1
 
+        with self._lock:
+            self._solo_ladders += 1  # its worker's end must wake it: notify every end
         try:
             threading.Thread(target=ladder, name=f"quiesce-ladder-{worker.name}",
                              daemon=True).start()
         except BaseException as exc:  # its token is stopped; the scope's ladder ends it
+            with self._lock:
+                self._solo_ladders -= 1
             log.warning("quiesce: cannot start a ladder thread for worker %r (%s: %s); it "
                         "is ended with its scope", worker.name, type(exc).__name__, exc)
 
