@@ -110,6 +110,9 @@ class ProcessHandle:
         self._unreaped = unreaped
         self._sentinel = sentinel
         self._pidfd = _platform.pidfd_open(pid)  # unreaped: the PID is still our child's
+        # Read while the PID is still the child's: only a process started since can carry
+        # its tag (0, unknown: every process's tags are read).
+        self._root_start = _proctree.start_time(pid) if self._pidfd is not None else 0
         self._fd_lock = threading.Lock()  # close() never pulls the pidfd from under a signal
         self._pins = pins
         # Without a pidfd, psutil remembers the create time and checks it before a signal.
@@ -423,13 +426,15 @@ class ProcessHandle:
         parents = {self.pid, *held}
         added = False
         scan = _proctree.scan_since(started)
+        started_at, root_start = scan.started_at, self._root_start
         for pid, (ppid, pgid, state) in scan.table.items():
             if pid in excluded or pid in held or state == "Z":
                 continue
             if group_only and pgid != self.pid:
                 continue
             if not (ppid in parents or pgid == self.pid or (
-                    not group_only and _proctree.tag_matches(scan.tags(pid), self.tag))):
+                    not group_only and started_at.get(pid, root_start) >= root_start
+                    and (tags := scan.tags(pid)) and _proctree.tag_matches(tags, self.tag))):
                 continue
             ref = _proctree.ProcRef.open(pid)
             if ref is None:

@@ -146,16 +146,48 @@ def _table() -> dict[int, tuple[int, int, str]]:
     return table
 
 
+def start_time(pid: int) -> int:
+    """When ``pid`` started, in clock ticks since boot (/proc/PID/stat); 0 if unknown."""
+    if not _USE_PROCFS:
+        return 0
+    data = _read_proc(f"/proc/{pid}/stat", whole=False)
+    if data is None:
+        return 0
+    fields = data[data.rfind(b")") + 2:].split(maxsplit=20)
+    return int(fields[19]) if len(fields) > 19 else 0
+
+
 class Scan:
     """One read of the process table, shared by every caller that asked for a scan
-    begun after some moment (see ``scan_since``); tags are read once per process."""
+    begun after some moment (see ``scan_since``); tags are read once per process.
 
-    __slots__ = ("_tags", "started", "table")
+    ``started_at`` keeps each process's start (clock ticks since boot) from
+    the same read: a process that started before a worker's root cannot
+    carry the worker's tag (a tag is only inherited from the root's own
+    descendants), so its environment need not be read for that worker.
+    """
+
+    __slots__ = ("_tags", "started", "started_at", "table")
 
     def __init__(self) -> None:
         self.started = time.monotonic()
-        self.table = _table()
+        self.table: dict[int, tuple[int, int, str]] = {}
+        self.started_at: dict[int, int] = {}
         self._tags: dict[int, str] = {}
+        if not _USE_PROCFS:
+            self.table = _table()
+            return
+        for entry in os.listdir("/proc"):
+            if not entry.isdigit():
+                continue
+            data = _read_proc(f"/proc/{entry}/stat", whole=False)
+            if data is None:
+                continue
+            fields = data[data.rfind(b")") + 2:].split(maxsplit=20)
+            pid = int(entry)
+            self.table[pid] = (int(fields[1]), int(fields[2]), fields[0].decode())
+            if len(fields) > 19:
+                self.started_at[pid] = int(fields[19])
 
     def tags(self, pid: int) -> str:
         """``pid``'s QUIESCE_TAGS, read (after the scan began) at the first ask."""

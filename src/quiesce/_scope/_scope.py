@@ -602,14 +602,6 @@ class Scope(AsyncScope):
                 return
             self._ladder_started = True
             self._origin = self._origin or "above"
-            workers = list(self._workers)
-        # Stop every worker's token here, before the ladder thread exists: its
-        # start would otherwise delay the wake-up of every worker (the token
-        # links would stop them right after this callback anyway; a token
-        # stops once, so the ladder's own first step finds them stopped).
-        reason = self._token.reason
-        for worker in workers:
-            worker.token.stop(reason)
         try:
             threading.Thread(target=self._run_ladder, name=f"quiesce-ladder-{self.name}",
                              daemon=True).start()
