@@ -449,8 +449,7 @@ class Scope(AsyncScope):
                 if not self._ladder_inline:
                     break
         if self._ladder_started:
-            self._run_ladder_if_pending()
-            in_slices(self._ladder_done.wait, None)
+            self._wait_for_ladder()
         self._raise_outcome()
         return True
 
@@ -508,8 +507,7 @@ class Scope(AsyncScope):
     def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
                  tb: TracebackType | None) -> Literal[False]:
         body_error = self._begin_exit(exc)
-        self._run_ladder_if_pending()
-        in_slices(self._ladder_done.wait, None)
+        self._wait_for_ladder()
         return self._end_exit(exc, body_error)
 
     def _begin_exit(self, exc: BaseException | None) -> BaseException | None:
@@ -602,6 +600,14 @@ class Scope(AsyncScope):
                 return
             self._ladder_started = True
             self._origin = self._origin or "above"
+            workers = list(self._workers)
+        # Stop every worker's token here, before starting the ladder thread: that start
+        # (~0.2 ms) would otherwise delay every worker's wake-up. The token links would
+        # stop them right after this callback anyway, and a token stops once, so the
+        # ladder's own first step finds them stopped.
+        reason = self._token.reason
+        for worker in workers:
+            worker.token.stop(reason)
         try:
             threading.Thread(target=self._run_ladder, name=f"quiesce-ladder-{self.name}",
                              daemon=True).start()
@@ -614,6 +620,22 @@ class Scope(AsyncScope):
             with self._changed:
                 self._ladder_inline = True
                 self._changed.notify_all()
+
+    def _wait_for_ladder(self) -> None:
+        """Wait until the ladder is done, running it here if no thread could.
+
+        The stop that begins the ladder may run the scope token's callbacks in
+        another thread (the token watcher, which observes the same stop after a
+        fork made the token cross), so the ladder can be left to this thread
+        *after* it looked: wait for "done or left to us", not for "done" alone.
+        """
+        while True:
+            self._run_ladder_if_pending()
+            with self._changed:
+                in_slices(lambda t: self._changed.wait_for(
+                    lambda: self._ladder_done.is_set() or self._ladder_inline, t), None)
+                if self._ladder_done.is_set():
+                    return
 
     def _run_ladder_if_pending(self) -> None:
         with self._lock:
@@ -734,8 +756,7 @@ def _stop_all_at_exit() -> None:
     for scope in live_scopes():
         try:
             scope._token.stop("interpreter exiting")
-            scope._run_ladder_if_pending()
-            scope._ladder_done.wait()
+            scope._wait_for_ladder()
         except Exception:
             log.exception("quiesce: stopping scope %r at exit failed", scope.name)
 
