@@ -222,6 +222,35 @@ def test_worker_stop_stops_only_that_worker() -> None:
     assert a.ended_by == "stopped" and b.ended_by == "stopped"
 
 
+def test_join_off_the_main_thread_returns_when_the_rest_ends_after_an_abandon() -> None:
+    # The scope wakes its waiters only at the last recorded end; a thread abandoned
+    # by its own ladder records none, so it must not count as still running.
+    stuck_release, other_release = threading.Event(), threading.Event()
+
+    def stuck() -> None:
+        stuck_release.wait()  # ignores its token
+
+    try:
+        with Scope(grace=0.05, kill_after=0.05) as scope:
+            a = scope.thread(stuck)
+            b = scope.thread(other_release.wait)
+            a.stop("just a")
+            deadline = time.monotonic() + 30
+            while a.ended_by != "abandoned":
+                assert time.monotonic() < deadline, "never abandoned"
+                time.sleep(0.01)
+            joined: list[bool] = []
+            waiter = threading.Thread(target=lambda: joined.append(scope.join()), daemon=True)
+            waiter.start()
+            other_release.set()
+            waiter.join(timeout=20)  # without the fix it waits until the block is left
+            assert joined == [True]
+            assert not b.alive
+    finally:
+        stuck_release.set()
+        other_release.set()
+
+
 def test_closed_scope_refuses_new_work() -> None:
     with Scope() as scope:
         pass

@@ -654,8 +654,13 @@ class Scope(AsyncScope):
         finally:
             self._ladder_done.set()
             with self._changed:
+                self._forget_abandoned()
                 self._changed.notify_all()
             self._wake_async()
+
+    def _forget_abandoned(self) -> None:
+        """An abandoned thread records no end: stop waiting for it (call under the lock)."""
+        self._running = {w for w in self._running if w.ended_by != "abandoned"}
 
     def _stop_worker(self, worker: Worker, reason: str | None) -> None:
         worker.token.stop(reason or f"worker {worker.name!r} stopped")
@@ -665,8 +670,10 @@ class Scope(AsyncScope):
                 run_ladder([worker], grace=self._grace, kill_after=self._kill_after,
                            changed=self._changed, hurry=self._hurry, reason=worker.token.reason)
             finally:
-                with self._lock:
+                with self._changed:
                     self._solo_ladders -= 1
+                    self._forget_abandoned()
+                    self._changed.notify_all()  # the scope's end may wait only on this one
 
         with self._lock:
             self._solo_ladders += 1  # its worker's end must wake it: notify every end
