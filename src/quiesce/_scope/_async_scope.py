@@ -53,6 +53,7 @@ class AsyncScope:
     _hurry: threading.Event
     _ladder_done: threading.Event
     _ladder_started: bool
+    _ladder_inline: bool
     _workers: list[Worker]
     _owner: Owner
     _worker_ids: itertools.count[int]
@@ -161,10 +162,12 @@ class AsyncScope:
         except asyncio.CancelledError as again:
             cancel = cancel or again
         body_error = self._begin_exit(None if cancel is not None else exc)
-        self._run_ladder_if_pending()  # no thread could be started: run it here (blocking)
+        # As _wait_for_ladder: the ladder may be left to us (no thread could be
+        # started) even after we looked, by a stop that another thread observed.
         while not self._ladder_done.is_set():
+            self._run_ladder_if_pending()  # no thread could be started: run it here (blocking)
             try:
-                await self._until(self._ladder_done.is_set)
+                await self._until(lambda: self._ladder_done.is_set() or self._ladder_inline)
             except asyncio.CancelledError as again:
                 cancel = cancel or again  # cancelled from outside: end the ladder first
         self._end_exit(cancel or exc, body_error)  # the errors, else Stopped from above

@@ -620,6 +620,8 @@ class Scope(AsyncScope):
             with self._changed:
                 self._ladder_inline = True
                 self._changed.notify_all()
+            if self._async_waiters:
+                self._wake_async()
 
     def _wait_for_ladder(self) -> None:
         """Wait until the ladder is done, running it here if no thread could.
