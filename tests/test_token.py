@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import math
 import multiprocessing
 import os
@@ -9,6 +10,7 @@ import pickle
 import select
 import threading
 import time
+from collections.abc import Iterator
 
 import pytest
 from hypothesis import given, settings
@@ -150,23 +152,30 @@ def test_bad_callback_and_reason() -> None:
         token.stop(3)  # type: ignore[arg-type]
 
 
+@contextlib.contextmanager
+def running(proc: multiprocessing.process.BaseProcess) -> Iterator[None]:
+    """Start ``proc``; afterwards join it (killed if it is still alive after 30 s)."""
+    proc.start()
+    try:
+        yield
+    finally:
+        proc.join(30)
+        if proc.is_alive():
+            proc.kill()
+            proc.join()
+
+
 @pytest.mark.parametrize("method", START_METHODS)
 def test_parent_stop_wakes_child_process(method: str) -> None:
     ctx = multiprocessing.get_context(method)
     token = quiesce.StopToken()
     queue = ctx.Queue()
     proc = ctx.Process(target=report_wait, args=(token, queue))
-    proc.start()
-    try:
+    with running(proc):
         assert queue.get(timeout=30)[0] == "waiting"
         token.stop(f"stop via {method}")
         kind, woke, reason, _elapsed = queue.get(timeout=30)
         assert (kind, woke, reason) == ("woke", True, f"stop via {method}")
-    finally:
-        proc.join(30)
-        if proc.is_alive():
-            proc.kill()
-            proc.join()
     assert proc.exitcode == 0
 
 
@@ -194,16 +203,10 @@ def test_a_child_spinning_on_stopped_sees_the_parents_stop(method: str) -> None:
     token = quiesce.StopToken()
     queue = ctx.Queue()
     proc = ctx.Process(target=spin_on_stopped, args=(token, queue))
-    proc.start()
-    try:
+    with running(proc):
         assert queue.get(timeout=30)[0] == "spinning"
         token.stop("parent")
         assert queue.get(timeout=30) == ("saw", True)
-    finally:
-        proc.join(30)
-        if proc.is_alive():
-            proc.kill()
-            proc.join()
 
 
 @pytest.mark.parametrize("method", START_METHODS)
@@ -212,19 +215,13 @@ def test_the_parent_spinning_on_stopped_sees_a_childs_stop(method: str) -> None:
     token = quiesce.StopToken()
     go = ctx.Event()
     proc = ctx.Process(target=stop_when_told, args=(token, go))
-    proc.start()
-    try:
+    with running(proc):
         assert not token.stopped
         go.set()
         deadline = time.monotonic() + 30
         while not token.stopped and time.monotonic() < deadline:
             pass
         assert token.stopped and token.reason == "from the child"
-    finally:
-        proc.join(30)
-        if proc.is_alive():
-            proc.kill()
-            proc.join()
 
 
 @pytest.mark.parametrize("method", START_METHODS)
@@ -233,8 +230,7 @@ def test_on_stop_inside_a_scope_process_runs_on_the_owners_stop(method: str) -> 
     blocked on a lock held at fork time, and the child's own callbacks never ran."""
     with quiesce.Scope(grace=60, kill_after=1, mp_context=method) as scope:
         worker = scope.process(waits_for_own_callback)
-        time.sleep(0.2)  # let it register; a late registration runs at once anyway
-        scope.stop()
+        scope.stop()  # registered before or after this stop, the callback must run
         assert worker.join(20), "the child's on_stop callback did not run before the grace"
     assert (worker.ended_by, worker.result) == ("stopped", "callback ran")
 
