@@ -21,7 +21,7 @@ from typing import Any
 import psutil
 import pytest
 
-from conftest import TEST_TAG_ENV, leftover_processes
+from conftest import checked_for_leaks
 
 pytest.importorskip("distributed")
 
@@ -92,33 +92,5 @@ def client(cluster: Any) -> Iterator[distributed.Client]:
 @pytest.fixture(autouse=True)
 def no_leaked_processes(cluster: Any, client: distributed.Client) -> Iterator[str]:
     """The root conftest's check, allowing the cluster's current worker processes."""
-    import os
-    import uuid
-
-    tag = uuid.uuid4().hex
-    old = os.environ.get(TEST_TAG_ENV)
-    os.environ[TEST_TAG_ENV] = tag
-    try:
+    with checked_for_leaks(lambda: worker_pids(cluster), patience=5.0) as tag:
         yield tag
-    finally:
-        if old is None:
-            os.environ.pop(TEST_TAG_ENV, None)
-        else:
-            os.environ[TEST_TAG_ENV] = old
-    deadline = time.monotonic() + 5.0
-    while True:
-        allowed = worker_pids(cluster)
-        left = [p for p in leftover_processes(tag) if p.pid not in allowed]
-        if not left or time.monotonic() > deadline:
-            break
-        time.sleep(0.05)
-    if left:
-        described = []
-        for p in left:
-            try:
-                described.append(f"{p.pid}: {' '.join(p.cmdline())!r}")
-                p.kill()
-            except psutil.Error:
-                continue
-        if described:
-            pytest.fail("test leaked processes:\n  " + "\n  ".join(described))
