@@ -275,12 +275,13 @@ class Ending:
 
     def begin(self) -> None:
         """In the main thread, the moment main's code has ended."""
-        stop_root_token()
+        # The hook first: the root token's stop can end a thread with Stopped at once.
         self._stopped = stopped_type()
+        threading.excepthook = self._excepthook
+        stop_root_token()
         self._atexit_helper = Helper(self._run_atexit, "quiesce-exit-with-main-atexit")
         self._flush_helper = Helper(_flush_stdio, "quiesce-exit-with-main-flush")
         atexit.register(self._on_atexit)  # registered last, so it runs first
-        threading.excepthook = self._excepthook
         threading.Thread(target=self._watch, daemon=True, name="quiesce-exit-with-main").start()
 
     def _on_atexit(self) -> None:
