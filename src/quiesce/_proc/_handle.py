@@ -123,7 +123,6 @@ class ProcessHandle:
         self._held: dict[int, _proctree.ProcRef] = {}
         self._held_lock = threading.Lock()
         self._reaped = False
-        self._nothing_left = False  # reap() found no member after the root's exit
         self._closed = False
         self._registered = False
 
@@ -327,11 +326,10 @@ class ProcessHandle:
         """Collect the exit status (blocks until the exit); the members are held first."""
         if self._reaped:
             return self.exitcode
-        exited = self.has_exited()
-        found = self._discover()  # the root still pins its group: hold what is in it
-        # Nothing of the tree alive after the root's exit: nothing can appear later
-        # (a new member needs a live parent in the tree), so end_remains need not scan.
-        self._nothing_left = exited and not found
+        self._discover()  # the root still pins its group: hold what is in it
+        # end_remains scans again even when this found nothing: a process caught
+        # mid-exec or mid-setsid (environ unreadable, parent and group already
+        # changed) is unprovable here and provable a moment later.
         self.exitcode = self._reap_fn()
         self._reaped = True
         return self.exitcode
@@ -343,7 +341,7 @@ class ProcessHandle:
     def end_remains(self, *, kill_after: float,
                     kill_now: Callable[[], bool] = lambda: False) -> None:
         """SIGTERM what outlived the root; SIGKILL it after ``kill_after`` or at ``kill_now()``."""
-        if self._nothing_left or not self._discover():
+        if not self._discover():
             return
         if not kill_now():
             self.signal_tree(signal.SIGTERM, include_root=False)
