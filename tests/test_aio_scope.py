@@ -8,28 +8,17 @@ import signal
 import threading
 import time
 from collections.abc import Callable, Coroutine
-from typing import Any, TypeVar
+from typing import Any
 
 import pytest
 
 import quiesce
 import quiesce.aio
 
+from aio_support import LOOPS, run_on
 from procs import alive
 
-T = TypeVar("T")
-LOOPS = ["asyncio", "uvloop"]
 MARGIN = 8.0  # the loose margin every time bound gets (a loaded 2-core machine)
-
-
-def run_on(kind: str, coro: Coroutine[Any, Any, T]) -> T:
-    if kind == "uvloop":
-        uvloop = pytest.importorskip("uvloop")
-        factory: Callable[[], asyncio.AbstractEventLoop] = uvloop.new_event_loop
-    else:
-        factory = asyncio.new_event_loop
-    with asyncio.Runner(loop_factory=factory) as runner:
-        return runner.run(coro)
 
 
 async def forever() -> None:

@@ -7,8 +7,6 @@ import concurrent.futures
 import os
 import threading
 import time
-from collections.abc import Callable, Coroutine
-from typing import Any, TypeVar
 
 import pytest
 
@@ -16,19 +14,7 @@ import quiesce
 import quiesce.aio
 from quiesce._core import _async_wait
 
-T = TypeVar("T")
-LOOPS = ["asyncio", "uvloop"]
-
-
-def run_on(kind: str, coro: Coroutine[Any, Any, T]) -> T:
-    """Run ``coro`` on a fresh loop of ``kind`` (uvloop skipped cleanly if absent)."""
-    if kind == "uvloop":
-        uvloop = pytest.importorskip("uvloop")
-        factory: Callable[[], asyncio.AbstractEventLoop] = uvloop.new_event_loop
-    else:
-        factory = asyncio.new_event_loop
-    with asyncio.Runner(loop_factory=factory) as runner:
-        return runner.run(coro)
+from aio_support import LOOPS, run_on
 
 
 def stop_later(token: quiesce.StopToken, delay: float) -> threading.Thread:

@@ -45,11 +45,13 @@ def stranger() -> Iterator[subprocess.Popen[bytes]]:
 def test_a_stopped_command_ends_by_sigterm_within_the_grace(
         stranger: subprocess.Popen[bytes]) -> None:
     with quiesce.Scope(grace=3, kill_after=3) as scope:
-        worker = scope.popen(["sh", "-c", "sleep 100 & wait"])
-        time.sleep(0.2)
+        worker = scope.popen(["sh", "-c", "sleep 100 & echo ready; wait"],
+                             stdout=subprocess.PIPE)
+        assert worker.popen.stdout.readline() == b"ready\n"  # the whole group is up
         assert worker.pid is not None
         os.killpg(worker.pid, signal.SIGSTOP)  # our unreaped child leads it: ours
         started = time.monotonic()
+    worker.popen.stdout.close()
     assert worker.ended_by == "terminated"
     assert time.monotonic() - started < 2.5  # not grace + kill_after
 
@@ -72,8 +74,10 @@ def test_a_tree_that_ignores_sigterm_is_killed_after_grace_and_kill_after(
         stranger: subprocess.Popen[bytes]) -> None:
     started = time.monotonic()
     with quiesce.Scope(grace=0.3, kill_after=0.3) as scope:
-        worker = scope.popen(["sh", "-c", "trap '' TERM; sleep 100 & sleep 100 & wait"])
-        time.sleep(0.2)
+        worker = scope.popen(["sh", "-c", "trap '' TERM; sleep 100 & sleep 100 & echo ready; wait"],
+                             stdout=subprocess.PIPE)
+        assert worker.popen.stdout.readline() == b"ready\n"  # the trap is in place
+    worker.popen.stdout.close()
     assert worker.ended_by == "killed"
     assert 0.6 <= time.monotonic() - started < 8.6
 
