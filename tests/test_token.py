@@ -8,9 +8,12 @@ import multiprocessing
 import os
 import pickle
 import select
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 from hypothesis import given, settings
@@ -306,3 +309,56 @@ def test_dropped_tokens_release_their_fds() -> None:
     while _open_fds() > before + 2 and time.monotonic() < deadline:
         time.sleep(0.05)
     assert _open_fds() <= before + 2
+
+
+
+_ROOT_VIEW_PROGRAM = r"""
+import os, signal, threading, time
+import quiesce
+from quiesce._core import _context
+
+def in_thread():
+    seen = []
+    t = threading.Thread(target=lambda: seen.append(quiesce.stopped()))  # a fresh context
+    t.start(); t.join()
+    return seen[0]
+
+def spin():  # in a quiesce child, outside any scope: the root is the worker's token
+    while not quiesce.stopped():
+        time.sleep(0.001)
+
+if __name__ == "__main__":
+    print("before", quiesce.stopped(), in_thread(), flush=True)
+    old = quiesce.current_token()
+    _context.set_root_token(quiesce.StopToken())
+    old.stop("the replaced root")  # not the root any more: stopped() must not see it
+    print("replaced", quiesce.stopped(), flush=True)
+    with quiesce.handle_signals():
+        signal.raise_signal(signal.SIGTERM)
+        quiesce.current_token().wait(10)
+        print("after", quiesce.stopped(), in_thread(), flush=True)
+    pid = os.fork()
+    if pid == 0:
+        print("forked", quiesce.stopped(), flush=True)  # a fresh root in the child
+        os._exit(0)
+    os.waitpid(pid, 0)
+    _context.set_root_token(quiesce.StopToken())
+    with quiesce.Scope(grace=30, kill_after=1, mp_context="spawn") as scope:
+        worker = scope.process(spin)  # stopped from here: another process
+    print("child", worker.ended_by, flush=True)
+"""
+
+
+def test_stopped_outside_workers_follows_the_root_only(tmp_path: Path) -> None:
+    """`quiesce.stopped()` outside any worker reads a view of the root token: it must follow
+    the root (a signal, any thread, a stop from another process), not a replaced root, and
+    start fresh after a fork. A child whose view missed the stop would end by SIGTERM only
+    after the 30 s grace ("terminated"), not by itself ("stopped")."""
+    script = tmp_path / "root_view.py"
+    script.write_text(_ROOT_VIEW_PROGRAM)
+    done = subprocess.run([sys.executable, str(script)], capture_output=True, text=True,
+                          timeout=50)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.splitlines() == [
+        "before False False", "replaced False", "after True True", "forked False",
+        "child stopped"]

@@ -38,7 +38,6 @@ anywhere, even in a ``finally``; quiesce keeps those for the ladder's
 
 from __future__ import annotations
 
-import contextvars
 import functools
 import time
 import weakref
@@ -46,7 +45,7 @@ from types import TracebackType
 from typing import TYPE_CHECKING, Any, final
 
 from quiesce._core import _deadline_timer, _validate
-from quiesce._core._context import _current, current_token, leave_block
+from quiesce._core._context import CurrentReset, _current, current_token, leave_block
 from quiesce._core._errors import Stopped
 from quiesce._core._token import StopHandle, StopToken
 from quiesce._core._token_core import LocalCore, SharedCore
@@ -105,7 +104,7 @@ class CancelScope:
         self._token: StopToken | None = None
         self._parent: StopToken | None = None
         self._link: StopHandle | None = None
-        self._reset: contextvars.Token[StopToken | None] | None = None
+        self._reset: CurrentReset | None = None
         self._task: asyncio.Task[Any] | None = None
         self._task_link: StopHandle | None = None
         self._task_cancel_asked = False

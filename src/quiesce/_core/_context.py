@@ -27,10 +27,39 @@ class Cancellable(Protocol):
     def cancel(self) -> object: ...
 
 
-_current: ContextVar[StopToken | None] = ContextVar("quiesce_current_token", default=None)
+class RootView:
+    """What the context var holds outside every worker and scope: the root's flag.
+
+    ``stopped()`` is called in hot loops, so outside any worker it must cost
+    one context-var read and one slot read, like inside one: no ``None``
+    check, no global lookup, no lazy creation of the root token (which costs
+    an fd). The view's ``stopped`` mirrors the root token's, set by an
+    ``on_stop`` callback on the root (run by the stopping thread, or by the
+    watcher for a stop made in another process, exactly when the root's own
+    attribute is set). ``current_token()`` turns the view into the root.
+    """
+
+    __slots__ = ("stopped",)
+
+    def __init__(self) -> None:
+        self.stopped = False
+
+
+OUTSIDE = RootView()
+"""The context var's value outside every worker, scope and block."""
+
+_current: ContextVar[StopToken | RootView] = ContextVar("quiesce_current_token", default=OUTSIDE)
 _current_get = _current.get
+CurrentReset = contextvars.Token[StopToken | RootView]
+"""What ``_current.set`` returns: the way back to the value it replaced."""
 _root: StopToken | None = None
 _root_lock = threading.Lock()
+
+
+def _mark_root_stopped() -> None:
+    root = _root  # a token that was the root before set_root_token() no longer counts
+    if root is not None and root.stopped:
+        OUTSIDE.stopped = True
 
 
 def root_token() -> StopToken:
@@ -40,6 +69,7 @@ def root_token() -> StopToken:
         with _root_lock:
             if _root is None:
                 _root = StopToken()
+                _root.on_stop(_mark_root_stopped)
     return _root
 
 
@@ -48,6 +78,8 @@ def set_root_token(token: StopToken) -> None:
     global _root
     with _root_lock:
         _root = token
+        OUTSIDE.stopped = False
+        token.on_stop(_mark_root_stopped)  # at once if it is stopped already
 
 
 def current_token() -> StopToken:
@@ -77,8 +109,8 @@ def current_token() -> StopToken:
             scope.thread(fetch_all, urls)    # its token: the worker's
         ```
     """
-    token = _current.get()
-    return token if token is not None else root_token()
+    token = _current_get()
+    return token if isinstance(token, StopToken) else root_token()
 
 
 @contextlib.contextmanager
@@ -103,7 +135,7 @@ def caller_deadline(token: StopToken) -> float | None:
     return deadline
 
 
-def leave_block(reset: contextvars.Token[StopToken | None] | None,
+def leave_block(reset: CurrentReset | None,
                 replaced: StopToken | None, *handles: Cancellable | None) -> None:
     """End a block that made its own token current (a deadline block, a shield).
 
@@ -116,7 +148,7 @@ def leave_block(reset: contextvars.Token[StopToken | None] | None,
         try:
             _current.reset(reset)
         except ValueError:
-            _current.set(replaced)
+            _current.set(OUTSIDE if replaced is None else replaced)
     for handle in handles:
         if handle is not None:
             handle.cancel()
@@ -163,16 +195,14 @@ def stopped() -> bool:
                 step()
         ```
     """
-    token = _current_get()  # current_token() inlined: this is called in hot loops
-    if token is None:
-        token = _root if _root is not None else root_token()
-    return token.stopped
+    return _current_get().stopped  # outside any worker: the root's view (see RootView)
 
 
 def _after_fork_in_child() -> None:
     global _root, _root_lock
     _root_lock = threading.Lock()
     _root = None
+    OUTSIDE.stopped = False  # the parent's root is not ours: a fresh one is made on first use
 
 
 os.register_at_fork(after_in_child=_after_fork_in_child)

@@ -22,7 +22,6 @@ signal's "hurry" working for scopes).
 
 from __future__ import annotations
 
-import contextvars
 import functools
 import time
 import weakref
@@ -30,7 +29,7 @@ from types import TracebackType
 from typing import final
 
 from quiesce._core import _deadline_timer, _validate
-from quiesce._core._context import _current, current_token, leave_block
+from quiesce._core._context import CurrentReset, _current, current_token, leave_block
 from quiesce._core._token import StopHandle, StopToken
 
 
@@ -65,7 +64,7 @@ class Shield:
         self._parent: StopToken | None = None
         self._link: StopHandle | None = None
         self._entry: _deadline_timer.Entry | None = None
-        self._reset: contextvars.Token[StopToken | None] | None = None
+        self._reset: CurrentReset | None = None
 
     @property
     def held_back(self) -> bool:

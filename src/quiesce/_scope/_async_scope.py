@@ -27,10 +27,10 @@ from __future__ import annotations
 import itertools
 import threading
 from collections.abc import Callable, Coroutine
-from contextvars import Token as ContextToken
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Literal, Self
 
+from quiesce._core._context import CurrentReset
 from quiesce._core._token import StopToken
 from quiesce._scope._worker import Owner, Worker
 
@@ -57,7 +57,7 @@ class AsyncScope:
     _workers: list[Worker]
     _owner: Owner
     _worker_ids: itertools.count[int]
-    _context_token: ContextToken[StopToken | None] | None
+    _context_token: CurrentReset | None
 
     def _init_async(self) -> None:
         # async with: the loop it was entered on, what cancels its body, who awaits changes

@@ -21,13 +21,12 @@ import threading
 import time
 import weakref
 from collections.abc import Callable
-from contextvars import Token as ContextToken
 from multiprocessing.context import BaseContext
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Literal, final
 
 from quiesce._core import _validate
-from quiesce._core._context import _current, current_token
+from quiesce._core._context import CurrentReset, _current, current_token
 from quiesce._core._errors import Stopped
 from quiesce._core._main_wait import in_slices
 from quiesce._core._token import StopToken
@@ -158,7 +157,7 @@ class Scope(AsyncScope):
         self._ladder_started = False
         self._ladder_inline = False  # started, but no thread could run it: a waiter will
         self._entered = False
-        self._context_token: ContextToken[StopToken | None] | None = None
+        self._context_token: CurrentReset | None = None
         self._worker_ids = itertools.count(1)
         self._init_async()
         ref = weakref.ref(self)
