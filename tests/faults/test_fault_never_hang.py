@@ -13,11 +13,13 @@ from __future__ import annotations
 import json
 import math
 import shutil
+import signal
 import subprocess
 import sys
 import threading
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -36,6 +38,33 @@ def test_scope_exit_runs_the_ladder_itself_when_no_thread_can_start(limit: str) 
     # three threads and a process stopped by their tokens, the command by SIGTERM
     assert done.stdout.splitlines()[-1] == "exited stopped stopped stopped stopped terminated"
     assert done.returncode == 0, done.stderr
+
+
+def test_an_interrupted_exit_does_not_lose_the_ladder(tmp_path: Path) -> None:
+    """KeyboardInterrupt in the thread running its block's ladder: the rest still runs.
+
+    Negative control (the rest not handed to a thread): the worker was never
+    killed ("ended False None").
+    """
+    began = tmp_path / "ladder-began"
+    proc = subprocess.Popen([sys.executable, program("interrupted_exit.py"), str(began)],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 20
+        while not began.exists():
+            assert proc.poll() is None and time.monotonic() < deadline, "the ladder never began"
+            time.sleep(0.01)
+        proc.send_signal(signal.SIGINT)
+        out, err = proc.communicate(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    lines = out.splitlines()
+    assert lines[0] == "interrupted", err
+    ended, how, seconds = lines[1].split()[1:]
+    assert (ended, how) == ("True", "killed"), err
+    assert 1.5 <= float(seconds) < 10, "not SIGKILLed at grace + kill_after (2 s)"
 
 
 @pytest.mark.skipif(shutil.which("prlimit") is None, reason="prlimit(1) is not installed")

@@ -121,6 +121,7 @@ class StopToken:
         "_expiry": None,
         "_fired": None,
         "_lock": None,
+        "_stopping": None,
         "_watched": None,
         "stopped": "True once the token is stopped (read it; never assign it). "
                    "Cheap enough for a hot loop: one attribute read.",
@@ -157,6 +158,7 @@ class StopToken:
         self._lock = threading.Lock()
         self._callbacks: dict[int, Callable[[], object]] = {}
         self._fired = False
+        self._stopping = False  # a thread of this process is in stop(): it runs the callbacks
         self._watched = False
         self._crossed = False
         if core.shared:
@@ -188,9 +190,17 @@ class StopToken:
         """
         if reason is not None and not isinstance(reason, str):
             raise TypeError(f"reason must be a str or None, not {type(reason).__name__}")
-        self._core.set(reason)
-        self.stopped = True
-        self._fire()
+        try:
+            if not self.stopped:  # stopped here, or seen stopped by the watcher: fd written
+                # Before the fd is written: the watcher (this token may have crossed) and
+                # waiters woken by it leave the callbacks to us, as documented.
+                self._stopping = True
+                self._core.set(reason)
+                self.stopped = True
+        finally:  # even if a signal handler raises in between: the callbacks are ours now
+            if self._core.is_set():
+                self.stopped = True
+                self._fire()
 
     @property
     def reason(self) -> str | None:
@@ -434,9 +444,13 @@ class StopToken:
             return self._callbacks.pop(key, None) is not None
 
     def _observe(self) -> None:
-        """The shared state says stopped (maybe by another process): catch up locally."""
+        """The shared state says stopped (maybe by another process): catch up locally.
+
+        If a thread of this process made the stop, it runs the callbacks itself.
+        """
         self.stopped = True
-        self._fire()
+        if not self._stopping:
+            self._fire()
 
     def _cross(self) -> None:
         """This token now lives in another process too: a stop made there must reach us."""
@@ -541,6 +555,7 @@ def _after_fork_in_child() -> None:
     for token in tokens:
         token._watched = False  # the parent's watcher watched it, not ours
         token._crossed = False
+        token._stopping = False  # a parent thread's stop() does not go on here
         token._lock = threading.Lock()  # held by a parent thread at fork time, perhaps
         # Callbacks registered before the fork belong to the parent's objects
         # (its scopes, workers, pools), whose copies here own nothing and may

@@ -13,6 +13,7 @@ import threading
 import time
 from collections.abc import Sequence
 
+from quiesce._core._main_wait import SLICE
 from quiesce._scope._worker import Worker
 
 # After SIGKILL, how long to wait for process monitors to reap and clear
@@ -26,17 +27,25 @@ MAX_WAIT = 3600.0
 
 def run_ladder(workers: Sequence[Worker], *, grace: float, kill_after: float,
                changed: threading.Condition, hurry: threading.Event,
-               reason: str | None = None) -> None:
-    """Take every worker through the ladder; return once each has ended or been abandoned."""
+               reason: str | None = None, began: float | None = None) -> None:
+    """Take every worker through the ladder; return once each has ended or been abandoned.
+
+    ``began`` (``time.monotonic()``) is when the ladder began: a ladder run
+    again after an interruption (KeyboardInterrupt in the thread leaving a
+    block) keeps the grace's deadline instead of granting a new grace (after
+    the SIGTERM it grants kill_after again: a bounded extra). A step taken
+    twice is harmless: each is a no-op on a worker that has ended.
+    """
+    began = time.monotonic() if began is None else began
     for worker in workers:
         worker._ladder_step = max(worker._ladder_step, 1)
         if not worker._token.stopped:  # usually stopped already, with its scope's token
             worker._token.stop(reason)
         worker._on_stop_requested()
-    _wait(workers, time.monotonic() + grace, changed, hurry)
+    _wait(workers, began + grace, changed, hurry)
     for worker in _alive(workers):
         worker._terminate()
-    _wait(workers, time.monotonic() + kill_after, changed, hurry)
+    _wait(workers, max(time.monotonic(), began + grace) + kill_after, changed, hurry)
     for worker in _alive(workers):
         worker._kill()
     deadline = time.monotonic() + REAP_TIMEOUT
@@ -55,6 +64,8 @@ def _wait(workers: Sequence[Worker], deadline: float, changed: threading.Conditi
           hurry: threading.Event) -> None:
     # A worker never comes back to life: each wake-up looks on from the first
     # one still alive, so N ends cost O(N) checks in all, not O(N) each.
+    # In the main thread (a block's own ladder) in slices, so signal handlers run.
+    longest = SLICE if threading.current_thread() is threading.main_thread() else MAX_WAIT
     first = 0
     with changed:
         while not hurry.is_set():
@@ -65,4 +76,4 @@ def _wait(workers: Sequence[Worker], deadline: float, changed: threading.Conditi
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 return
-            changed.wait(min(remaining, MAX_WAIT))
+            changed.wait(min(remaining, longest))

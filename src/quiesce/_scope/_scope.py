@@ -6,10 +6,14 @@ the process root), so a stop anywhere above reaches every worker below.
 Any stop of that token (``scope.stop()``, leaving the block, a worker's
 failure, a signal or an outer scope) starts the ladder once, in a thread of
 its own; ``join`` and ``__exit__`` wait for it. ``stop()`` itself never
-blocks, so a worker may call it on its own scope. If the ladder thread
-cannot be started (a thread limit, no memory), the ladder is not lost:
-the thread waiting in ``__exit__``/``join`` (or the interpreter's exit)
-runs it itself.
+blocks, so a worker may call it on its own scope. When leaving the block
+is what stops the scope, the thread leaving it runs the ladder itself: it
+would only wait for a ladder thread (whose start costs more than most
+ladders). If that run is interrupted (KeyboardInterrupt), the rest moves
+to a thread, at the same deadlines, before the exception goes on. If the
+ladder thread cannot be started (a thread limit, no memory), the ladder is
+not lost: the thread waiting in ``__exit__``/``join`` (or the
+interpreter's exit) runs it itself.
 """
 
 from __future__ import annotations
@@ -155,7 +159,9 @@ class Scope(AsyncScope):
         self._origin: StopOrigin | None = None
         self._ladder_done = threading.Event()
         self._ladder_started = False
-        self._ladder_inline = False  # started, but no thread could run it: a waiter will
+        self._ladder_inline = False  # started, but no thread runs it: a waiter will
+        self._ladder_began: float | None = None
+        self._leaving_thread: int | None = None  # the thread in __exit__, while it stops us
         self._entered = False
         self._context_token: CurrentReset | None = None
         self._worker_ids = itertools.count(1)
@@ -505,7 +511,11 @@ class Scope(AsyncScope):
 
     def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
                  tb: TracebackType | None) -> Literal[False]:
-        body_error = self._begin_exit(exc)
+        self._leaving_thread = threading.get_ident()  # a ladder we begin, we run (_begin_ladder)
+        try:
+            body_error = self._begin_exit(exc)
+        finally:
+            self._leaving_thread = None
         self._wait_for_ladder()
         return self._end_exit(exc, body_error)
 
@@ -607,6 +617,13 @@ class Scope(AsyncScope):
         reason = self._token.reason
         for worker in workers:
             worker.token.stop(reason)
+        self._ladder_began = time.monotonic()
+        if self._leaving_thread == threading.get_ident():
+            self._leave_ladder_to_waiter()  # __exit__ runs it next, in this very thread
+            return
+        self._start_ladder_thread()
+
+    def _start_ladder_thread(self) -> None:
         try:
             threading.Thread(target=self._run_ladder, name=f"quiesce-ladder-{self.name}",
                              daemon=True).start()
@@ -616,11 +633,14 @@ class Scope(AsyncScope):
             log.warning("quiesce: cannot start the ladder thread of scope %r (%s: %s); "
                         "the thread waiting for the scope runs it", self.name,
                         type(exc).__name__, exc)
-            with self._changed:
-                self._ladder_inline = True
-                self._changed.notify_all()
-            if self._async_waiters:
-                self._wake_async()
+            self._leave_ladder_to_waiter()
+
+    def _leave_ladder_to_waiter(self) -> None:
+        with self._changed:
+            self._ladder_inline = True
+            self._changed.notify_all()
+        if self._async_waiters:
+            self._wake_async()
 
     def _wait_for_ladder(self) -> None:
         """Wait until the ladder is done, running it here if no thread could.
@@ -641,23 +661,39 @@ class Scope(AsyncScope):
     def _run_ladder_if_pending(self) -> None:
         with self._lock:
             pending, self._ladder_inline = self._ladder_inline, False
-        if pending:
-            self._run_ladder()
+        if not pending:
+            return
+        try:
+            self._take_ladder()
+        except BaseException:
+            # Interrupted here (KeyboardInterrupt): the ladder is not done. Its rest runs
+            # in a thread (or the next waiter), at the same deadlines; then the error goes on.
+            self._start_ladder_thread()
+            raise
+        self._ladder_finished()
 
     def _run_ladder(self) -> None:
+        """The ladder thread's target."""
         try:
-            run_ladder(self.workers, grace=self._grace, kill_after=self._kill_after,
-                       changed=self._changed, hurry=self._hurry, reason=self._token.reason)
-            abandoned = [w.name for w in self.workers if w.ended_by == "abandoned"]
-            if abandoned:
-                log.warning("quiesce: scope %r abandoned threads still running: %s",
-                            self.name, ", ".join(abandoned))
+            self._take_ladder()
         finally:
-            self._ladder_done.set()
-            with self._changed:
-                self._forget_abandoned()
-                self._changed.notify_all()
-            self._wake_async()
+            self._ladder_finished()
+
+    def _take_ladder(self) -> None:
+        run_ladder(self.workers, grace=self._grace, kill_after=self._kill_after,
+                   changed=self._changed, hurry=self._hurry, reason=self._token.reason,
+                   began=self._ladder_began)
+        abandoned = [w.name for w in self.workers if w.ended_by == "abandoned"]
+        if abandoned:
+            log.warning("quiesce: scope %r abandoned threads still running: %s",
+                        self.name, ", ".join(abandoned))
+
+    def _ladder_finished(self) -> None:
+        self._ladder_done.set()
+        with self._changed:
+            self._forget_abandoned()
+            self._changed.notify_all()
+        self._wake_async()
 
     def _forget_abandoned(self) -> None:
         """An abandoned thread records no end: stop waiting for it (call under the lock)."""

@@ -17,7 +17,7 @@ from collections.abc import Callable
 from typing import Any, Protocol
 
 from quiesce._core import _validate
-from quiesce._core._context import caller_deadline, using
+from quiesce._core._context import _current, caller_deadline
 from quiesce._core._deadline_timer import call_at
 from quiesce._core._ended_by import EndedBy
 from quiesce._core._errors import Stopped
@@ -283,7 +283,8 @@ class ThreadWorker(Worker):
         super().__init__(owner, name, owner.token.child())
         if wants_token(fn) and "token" not in kwargs:
             kwargs = {**kwargs, "token": self._token}
-        self._gate = ThreadGate()
+        # Only a scope that may interrupt its threads needs the gate (a lock per thread).
+        self._gate = ThreadGate() if owner.interrupt_threads else None
         self._thread = threading.Thread(target=self._run, args=(fn, args, kwargs),
                                         name=name, daemon=True)
 
@@ -293,17 +294,23 @@ class ThreadWorker(Worker):
     def _run(self, fn: Callable[..., Any], args: tuple[Any, ...],
              kwargs: dict[str, Any]) -> None:
         outcome: tuple[EndedBy, Any, BaseException | None] | None = None
+        gate = self._gate
         try:
             try:
-                with using(self._token):
-                    self._gate.arm()
+                # The thread's own context, which ends with the thread: nothing to reset.
+                _current.set(self._token)
+                if gate is None:
+                    value = fn(*args, **kwargs)
+                else:
+                    gate.arm()
                     try:
                         value = fn(*args, **kwargs)
                     finally:
-                        self._gate.disarm()
+                        gate.disarm()
                 outcome = ("stopped" if self._token.stopped else "finished", value, None)
             except Stopped:
-                outcome = ("terminated" if self._gate.interrupted else "stopped", None, None)
+                interrupted = gate is not None and gate.interrupted
+                outcome = ("terminated" if interrupted else "stopped", None, None)
             except BaseException as exc:
                 outcome = ("failed", None, exc)
         except Stopped:  # an interrupt that landed between the target and disarm
@@ -313,7 +320,7 @@ class ThreadWorker(Worker):
             self._finish(*(outcome or ("terminated", None, None)))
 
     def _terminate(self) -> None:
-        if self._owner.interrupt_threads:
+        if self._gate is not None:
             self._gate.interrupt(Stopped)
 
     def _abandon(self) -> None:

@@ -2,8 +2,9 @@
 
 Starts a scope with threads and a process waiting on their tokens, then
 lowers RLIMIT_NPROC to the tasks the user already has, so no new thread
-can start, and leaves the scope. The ladder must still run (in the exiting
-thread) and end every worker. Prints "cannot start a thread: ..." (the
+can start, stops the scope (which would start the ladder thread) and
+leaves it. The ladder must still run (in the exiting thread) and end every
+worker. Prints "cannot start a thread: ..." (the
 limit took effect), then "exited" plus the ended_by of each worker.
 """
 
@@ -88,6 +89,9 @@ def main() -> None:
             print("a thread still started; the limit did not take", flush=True)
         except RuntimeError as exc:
             print(f"cannot start a thread: {exc}", flush=True)
+        # A stop made inside the block begins the ladder in a thread of its own (leaving
+        # the block would run it in the leaving thread, needing no thread at all).
+        scope.stop("the limit is in place")
     print("exited", " ".join(str(w.ended_by) for w in scope.workers), flush=True)
 
 
