@@ -432,7 +432,7 @@ class StopToken:
 
         def propagate() -> None:
             target = child_ref()
-            if target is not None:
+            if target is not None and not target.stopped:  # a scope stops its workers first
                 target.stop(core.reason())
 
         handle = self.on_stop(propagate)
@@ -478,8 +478,11 @@ class StopToken:
             self._fired = True
             callbacks = list(self._callbacks.values())
             self._callbacks.clear()
-        for callback in callbacks:
-            _run_callback(callback)
+        for callback in callbacks:  # _run_callback inlined: a scope's stop runs one per worker
+            try:
+                callback()
+            except Exception:
+                log.exception("quiesce: a StopToken.on_stop callback raised")
 
     def _is_shared(self) -> bool:
         return self._core.shared

@@ -90,11 +90,14 @@ class SharedCore:
         memory, offset = self.slot.memory, self.slot.offset
         first = memory[offset] == 0
         if first:
-            data = b"" if reason is None else reason.encode("utf-8", "replace")[:_REASON_MAX]
-            has_reason = reason is not None
-            memory[offset + 3 : offset + 3 + len(data)] = data
-            memory[offset + 1] = len(data) & 0xFF
-            memory[offset + 2] = (len(data) >> 8) | (0x80 if has_reason else 0)
+            if reason is None:
+                memory[offset + 1] = memory[offset + 2] = 0
+            else:
+                data = reason.encode("utf-8", "replace")[:_REASON_MAX]
+                size = len(data)
+                memory[offset + 3 : offset + 3 + size] = data
+                memory[offset + 1] = size & 0xFF
+                memory[offset + 2] = (size >> 8) | 0x80
             memory[offset] = 1
         _signal_fd(self.write_fd)
         return first

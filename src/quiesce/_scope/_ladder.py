@@ -27,8 +27,10 @@ MAX_WAIT = 3600.0
 
 def run_ladder(workers: Sequence[Worker], *, grace: float, kill_after: float,
                changed: threading.Condition, hurry: threading.Event,
-               reason: str | None = None, began: float | None = None) -> None:
+               reason: str | None = None, began: float | None = None) -> list[Worker]:
     """Take every worker through the ladder; return once each has ended or been abandoned.
+
+    Returns the workers abandoned (threads still running after the ladder).
 
     ``began`` (``time.monotonic()``) is when the ladder began: a ladder run
     again after an interruption (KeyboardInterrupt in the thread leaving a
@@ -38,22 +40,32 @@ def run_ladder(workers: Sequence[Worker], *, grace: float, kill_after: float,
     """
     began = time.monotonic() if began is None else began
     for worker in workers:
-        worker._ladder_step = max(worker._ladder_step, 1)
+        if worker._ladder_step < 1:
+            worker._ladder_step = 1
         if not worker._token.stopped:  # usually stopped already, with its scope's token
             worker._token.stop(reason)
         worker._on_stop_requested()
-    _wait(workers, began + grace, changed, hurry)
-    for worker in _alive(workers):
+    # Each step looks only at the workers the one before left alive, and the
+    # ladder ends as soon as none is (usually during the grace): its end is on
+    # the path of every scope exit.
+    if _wait(workers, began + grace, changed, hurry):
+        return []
+    alive = _alive(workers)
+    for worker in alive:
         worker._terminate()
-    _wait(workers, max(time.monotonic(), began + grace) + kill_after, changed, hurry)
-    for worker in _alive(workers):
+    if _wait(alive, max(time.monotonic(), began + grace) + kill_after, changed, hurry):
+        return []
+    alive = _alive(alive)
+    for worker in alive:
         worker._kill()
     deadline = time.monotonic() + REAP_TIMEOUT
-    for worker in _alive(workers):
-        if worker.kind != "thread":
+    for worker in alive:
+        if worker.kind != "thread" and worker.alive:
             worker._wait_ended(max(0.0, deadline - time.monotonic()))
-    for worker in _alive(workers):
+    abandoned = _alive(alive)
+    for worker in abandoned:
         worker._abandon()
+    return abandoned
 
 
 def _alive(workers: Sequence[Worker]) -> list[Worker]:
@@ -61,7 +73,8 @@ def _alive(workers: Sequence[Worker]) -> list[Worker]:
 
 
 def _wait(workers: Sequence[Worker], deadline: float, changed: threading.Condition,
-          hurry: threading.Event) -> None:
+          hurry: threading.Event) -> bool:
+    """Wait until every worker has ended (True), the deadline passes or a hurry (False)."""
     # A worker never comes back to life: each wake-up looks on from the first
     # one still alive, so N ends cost O(N) checks in all, not O(N) each.
     # In the main thread (a block's own ladder) in slices, so signal handlers run.
@@ -72,8 +85,9 @@ def _wait(workers: Sequence[Worker], deadline: float, changed: threading.Conditi
             while first < len(workers) and not workers[first].alive:
                 first += 1
             if first == len(workers):
-                return
+                return True
             remaining = deadline - time.monotonic()
             if remaining <= 0:
-                return
+                return False
             changed.wait(min(remaining, longest))
+    return False

@@ -680,13 +680,12 @@ class Scope(AsyncScope):
             self._ladder_finished()
 
     def _take_ladder(self) -> None:
-        run_ladder(self.workers, grace=self._grace, kill_after=self._kill_after,
-                   changed=self._changed, hurry=self._hurry, reason=self._token.reason,
-                   began=self._ladder_began)
-        abandoned = [w.name for w in self.workers if w.ended_by == "abandoned"]
+        abandoned = run_ladder(self.workers, grace=self._grace, kill_after=self._kill_after,
+                               changed=self._changed, hurry=self._hurry,
+                               reason=self._token.reason, began=self._ladder_began)
         if abandoned:
             log.warning("quiesce: scope %r abandoned threads still running: %s",
-                        self.name, ", ".join(abandoned))
+                        self.name, ", ".join(w.name for w in abandoned))
 
     def _ladder_finished(self) -> None:
         self._ladder_done.set()
