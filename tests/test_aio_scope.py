@@ -420,7 +420,7 @@ def test_deadline_blocks_around_async_scopes_and_to_thread() -> None:
 
 def test_a_second_signal_cuts_the_grace_a_scope_of_tasks_waits() -> None:
     """What a second signal does (hurry every scope) ends the on-loop wait for tasks."""
-    from quiesce._scope._scope import hurry_all_scopes
+    from quiesce._scope._live_scopes import hurry_all_scopes
 
     swallower = Swallower()
 

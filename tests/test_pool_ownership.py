@@ -22,7 +22,7 @@ import pytest
 import quiesce
 from quiesce._core._context import using
 from quiesce._pools._pool_base import Pool
-from quiesce._scope._scope import hurry_all_scopes
+from quiesce._scope._live_scopes import hurry_all_scopes
 
 from pool_tasks import add, ignore_everything, ignore_token, slow, wait_for_stop
 from procs import alive, seconds_until_gone

@@ -54,7 +54,7 @@ from quiesce._pools._pool_base import Pool, Task
 from quiesce._pools._pool_futures import TaskFuture, resolve
 from quiesce._proc._child import wants_token
 from quiesce._scope._pool_in_scope import PoolWorker
-from quiesce._scope._scope import _live_scopes
+from quiesce._scope._scope import live_scopes
 
 T = TypeVar("T")
 
@@ -323,7 +323,7 @@ def _cancel_locally(tasks: list[Task]) -> None:
 def _adopt_into_scope(executor: Executor) -> None:
     """Made in a scope's own block: that scope owns it, as ``scope.thread_pool()`` would."""
     token = current_token()
-    for scope in list(_live_scopes):
+    for scope in live_scopes():
         if scope.token is token and not token.stopped:
             name = f"{scope.name}/dask_executor-{next(scope._worker_ids)}"
             scope._adopt(PoolWorker(scope._owner, name, executor))

@@ -4,23 +4,19 @@ Nothing a scope starts outlives it. The scope's token is a child of the
 token current where it is created (an enclosing scope body or worker, else
 the process root), so a stop anywhere above reaches every worker below.
 Any stop of that token (``scope.stop()``, leaving the block, a worker's
-failure, a signal or an outer scope) starts the ladder once, in a thread of
-its own; ``join`` and ``__exit__`` wait for it. ``stop()`` itself never
-blocks, so a worker may call it on its own scope. When leaving the block
-is what stops the scope, the thread leaving it runs the ladder itself: it
-would only wait for a ladder thread (whose start costs more than most
-ladders). If that run is interrupted (KeyboardInterrupt), the rest moves
-to a thread, at the same deadlines, before the exception goes on. If the
-ladder thread cannot be started (a thread limit, no memory), the ladder is
-not lost: the thread waiting in ``__exit__``/``join`` (or the
-interpreter's exit) runs it itself.
+failure, a signal or an outer scope) begins the ladder once; when and in
+which thread it runs is ``_scope_ladder``'s part (``ScopeLadder``), and the
+``async with`` half is ``_async_scope``'s. Here: the public surface,
+starting workers, recording their ends and errors, and what leaving the
+block raises. Workers reach the scope only through a ``ScopeOwner``
+(``_scope_owner``), which holds it weakly; open scopes are registered in
+``_live_scopes`` so that the interpreter's exit ends them.
 """
 
 from __future__ import annotations
 
 import itertools
 import logging
-import os
 import threading
 import time
 import weakref
@@ -39,11 +35,13 @@ from quiesce._pools._threadpool import ThreadPool
 from quiesce._proc._command import Argv, check_argv, command_name
 from quiesce._proc._mp_context import resolve_context
 from quiesce._proc._pickling import pickle_target
+from quiesce._scope import _live_scopes
 from quiesce._scope._async_scope import AsyncScope
-from quiesce._scope._ladder import run_ladder
 from quiesce._scope._pool_in_scope import PoolWorker
 from quiesce._scope._popen_worker import PopenWorker
 from quiesce._scope._process_worker import ProcessWorker
+from quiesce._scope._scope_ladder import ScopeLadder, StopOrigin
+from quiesce._scope._scope_owner import ScopeOwner
 from quiesce._scope._worker import Owner, ThreadWorker, Worker, WorkerReport
 
 if TYPE_CHECKING:  # asyncio is imported only by programs that use it
@@ -52,14 +50,11 @@ if TYPE_CHECKING:  # asyncio is imported only by programs that use it
 
 log = logging.getLogger("quiesce")
 
-_live_scopes: weakref.WeakSet[Scope] = weakref.WeakSet()
 _scope_ids = itertools.count(1)
-
-StopOrigin = Literal["self", "failure", "above"]
 
 
 @final
-class Scope(AsyncScope):
+class Scope(ScopeLadder, AsyncScope):
     """Owns workers; leaving the block stops whatever still runs, by the ladder.
 
     Start threads, processes, subprocesses and pools through the scope;
@@ -153,22 +148,17 @@ class Scope(AsyncScope):
         # an end some worker's own ladder waits for) wakes the threads waiting on _changed,
         # so 100 ending threads do not wake the ladder 100 times.
         self._running: set[Worker] = set()
-        self._solo_ladders = 0
         self._errors: list[BaseException] = []
         self._errors_raised = False
         self._origin: StopOrigin | None = None
-        self._ladder_done = threading.Event()
-        self._ladder_started = False
-        self._ladder_inline = False  # started, but no thread runs it: a waiter will
-        self._ladder_began: float | None = None
-        self._leaving_thread: int | None = None  # the thread in __exit__, while it stops us
         self._entered = False
         self._context_token: CurrentReset | None = None
         self._worker_ids = itertools.count(1)
+        self._init_ladder()
         self._init_async()
         ref = weakref.ref(self)
-        self._owner: Owner = _ScopeOwner(ref, self._token, self._grace, self._kill_after,
-                                         self._interrupt_threads)
+        self._owner: Owner = ScopeOwner(ref, self._token, self._grace, self._kill_after,
+                                        self._interrupt_threads)
         self._token.on_stop(lambda: _call_weak(ref, Scope._begin_ladder))
         _live_scopes.add(self)
 
@@ -603,124 +593,17 @@ class Scope(AsyncScope):
             exc = worker.exception
             self._token.stop(f"worker {worker.name!r} failed: {type(exc).__name__}: {exc}")
 
-    def _begin_ladder(self) -> None:
-        with self._lock:
-            if self._ladder_started:
-                return
-            self._ladder_started = True
-            self._origin = self._origin or "above"
-            workers = list(self._workers)
-        # Stop every worker's token here, before starting the ladder thread: that start
-        # (~0.2 ms) would otherwise delay every worker's wake-up. The token links would
-        # stop them right after this callback anyway, and a token stops once, so the
-        # ladder's own first step finds them stopped.
-        reason = self._token.reason
-        for worker in workers:
-            worker.token.stop(reason)
-        self._ladder_began = time.monotonic()
-        if self._leaving_thread == threading.get_ident():
-            self._leave_ladder_to_waiter()  # __exit__ runs it next, in this very thread
-            return
-        self._start_ladder_thread()
-
-    def _start_ladder_thread(self) -> None:
-        try:
-            threading.Thread(target=self._run_ladder, name=f"quiesce-ladder-{self.name}",
-                             daemon=True).start()
-        except BaseException as exc:  # "can't start new thread" (nproc), MemoryError
-            # Never promise a ladder nothing runs: the thread that waits for the scope
-            # (__exit__, join, interpreter exit) runs it instead.
-            log.warning("quiesce: cannot start the ladder thread of scope %r (%s: %s); "
-                        "the thread waiting for the scope runs it", self.name,
-                        type(exc).__name__, exc)
-            self._leave_ladder_to_waiter()
-
-    def _leave_ladder_to_waiter(self) -> None:
+    def _worker_changed(self) -> None:
+        """Something ``join`` waits on changed (a pool became idle)."""
         with self._changed:
-            self._ladder_inline = True
             self._changed.notify_all()
         if self._async_waiters:
             self._wake_async()
 
-    def _wait_for_ladder(self) -> None:
-        """Wait until the ladder is done, running it here if no thread could.
-
-        The stop that begins the ladder may run the scope token's callbacks in
-        another thread (the token watcher, which observes the same stop after a
-        fork made the token cross), so the ladder can be left to this thread
-        *after* it looked: wait for "done or left to us", not for "done" alone.
-        """
-        while True:
-            self._run_ladder_if_pending()
-            with self._changed:
-                in_slices(lambda t: self._changed.wait_for(
-                    lambda: self._ladder_done.is_set() or self._ladder_inline, t), None)
-                if self._ladder_done.is_set():
-                    return
-
-    def _run_ladder_if_pending(self) -> None:
-        with self._lock:
-            pending, self._ladder_inline = self._ladder_inline, False
-        if not pending:
-            return
-        try:
-            self._take_ladder()
-        except BaseException:
-            # Interrupted here (KeyboardInterrupt): the ladder is not done. Its rest runs
-            # in a thread (or the next waiter), at the same deadlines; then the error goes on.
-            self._start_ladder_thread()
-            raise
-        self._ladder_finished()
-
-    def _run_ladder(self) -> None:
-        """The ladder thread's target."""
-        try:
-            self._take_ladder()
-        finally:
-            self._ladder_finished()
-
-    def _take_ladder(self) -> None:
-        abandoned = run_ladder(self.workers, grace=self._grace, kill_after=self._kill_after,
-                               changed=self._changed, hurry=self._hurry,
-                               reason=self._token.reason, began=self._ladder_began)
-        if abandoned:
-            log.warning("quiesce: scope %r abandoned threads still running: %s",
-                        self.name, ", ".join(w.name for w in abandoned))
-
-    def _ladder_finished(self) -> None:
-        self._ladder_done.set()
-        with self._changed:
-            self._forget_abandoned()
-            self._changed.notify_all()
-        self._wake_async()
-
-    def _forget_abandoned(self) -> None:
-        """An abandoned thread records no end: stop waiting for it (call under the lock)."""
-        self._running = {w for w in self._running if w.ended_by != "abandoned"}
-
-    def _stop_worker(self, worker: Worker, reason: str | None) -> None:
-        worker.token.stop(reason or f"worker {worker.name!r} stopped")
-
-        def ladder() -> None:
-            try:
-                run_ladder([worker], grace=self._grace, kill_after=self._kill_after,
-                           changed=self._changed, hurry=self._hurry, reason=worker.token.reason)
-            finally:
-                with self._changed:
-                    self._solo_ladders -= 1
-                    self._forget_abandoned()
-                    self._changed.notify_all()  # the scope's end may wait only on this one
-
-        with self._lock:
-            self._solo_ladders += 1  # its worker's end must wake it: notify every end
-        try:
-            threading.Thread(target=ladder, name=f"quiesce-ladder-{worker.name}",
-                             daemon=True).start()
-        except BaseException as exc:  # its token is stopped; the scope's ladder ends it
-            with self._lock:
-                self._solo_ladders -= 1
-            log.warning("quiesce: cannot start a ladder thread for worker %r (%s: %s); it "
-                        "is ended with its scope", worker.name, type(exc).__name__, exc)
+    def _end_at_exit(self) -> None:
+        """The interpreter is exiting with this scope still open: end it, by its ladder."""
+        self._token.stop("interpreter exiting")
+        self._wait_for_ladder()
 
     def _raise_outcome(self) -> None:
         if self._errors and not self._errors_raised:
@@ -729,53 +612,16 @@ class Scope(AsyncScope):
         if self._origin == "above" and self._token.stopped:
             raise Stopped(self._token.reason)
 
-    def _hurry_ladder(self) -> None:
-        """Skip what remains of the current grace (a second signal)."""
-        self._hurry.set()
-        with self._changed:
-            self._changed.notify_all()
-        self._wake_hurried()
-
-
-@final
-class _ScopeOwner:
-    """A scope as its workers see it (the ``Owner`` protocol), holding the scope weakly."""
-
-    __slots__ = ("_scope", "grace", "interrupt_threads", "kill_after", "token")
-
-    def __init__(self, scope: weakref.ref[Scope], token: StopToken, grace: float,
-                 kill_after: float, interrupt_threads: bool) -> None:
-        self._scope = scope
-        self.token = token
-        self.grace = grace
-        self.kill_after = kill_after
-        self.interrupt_threads = interrupt_threads
-
-    def stop_worker(self, worker: Worker, reason: str | None) -> None:
-        scope = self._scope()
-        if scope is not None:
-            scope._stop_worker(worker, reason)
-        else:  # its scope has ended: the ladder already ran; the token is all there is
-            worker.token.stop(reason)
-
-    def worker_ended(self, worker: Worker) -> None:
-        scope = self._scope()
-        if scope is not None:
-            scope._worker_ended(worker)
-
-    def worker_changed(self) -> None:
-        scope = self._scope()
-        if scope is not None:
-            with scope._changed:
-                scope._changed.notify_all()
-            if scope._async_waiters:
-                scope._wake_async()
-
 
 def _raise_errors(name: str, errors: list[BaseException]) -> None:
     if len(errors) == 1:
         raise errors[0]
     raise BaseExceptionGroup(f"{len(errors)} workers of scope {name!r} failed", errors)
+
+
+def live_scopes() -> list[Scope]:
+    """This process's open scopes."""
+    return [s for s in _live_scopes.live_scopes() if isinstance(s, Scope)]
 
 
 def _call_weak(ref: weakref.ref[Scope], method: Callable[[Scope], None]) -> None:
@@ -784,31 +630,3 @@ def _call_weak(ref: weakref.ref[Scope], method: Callable[[Scope], None]) -> None
         method(scope)
 
 
-def live_scopes() -> list[Scope]:
-    return list(_live_scopes)
-
-
-def hurry_all_scopes() -> None:
-    """Every live scope skips the rest of its grace (used by a second signal)."""
-    for scope in live_scopes():
-        scope._hurry_ladder()
-
-
-def _stop_all_at_exit() -> None:
-    """Before the interpreter joins threads and processes: end every open scope."""
-    for scope in live_scopes():
-        try:
-            scope._token.stop("interpreter exiting")
-            scope._wait_for_ladder()
-        except Exception:
-            log.exception("quiesce: stopping scope %r at exit failed", scope.name)
-
-
-def _forget_inherited_scopes() -> None:
-    # A forked child holds copies of its parent's scopes: they own nothing here.
-    global _live_scopes
-    _live_scopes = weakref.WeakSet()
-
-
-threading._register_atexit(_stop_all_at_exit)  # type: ignore[attr-defined]
-os.register_at_fork(after_in_child=_forget_inherited_scopes)

@@ -29,7 +29,7 @@ from quiesce._core import _deferred
 from quiesce._core._context import root_token
 from quiesce._core._errors import Stopped
 from quiesce._core._validate import signal_number
-from quiesce._scope._scope import hurry_all_scopes
+from quiesce._scope._live_scopes import hurry_all_scopes
 
 _Handler = Callable[[int, FrameType | None], Any] | int | None
 _UNCATCHABLE = {signal.SIGKILL, signal.SIGSTOP}
