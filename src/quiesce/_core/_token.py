@@ -121,6 +121,7 @@ class StopToken:
         "_expiry": None,
         "_fired": None,
         "_lock": None,
+        "_stopped_at": None,
         "_stopping": None,
         "_watched": None,
         "stopped": "True once the token is stopped (read it; never assign it). "
@@ -159,6 +160,8 @@ class StopToken:
         self._callbacks: dict[int, Callable[[], object]] = {}
         self._fired = False
         self._stopping = False  # a thread of this process is in stop(): it runs the callbacks
+        # When this process learned of the stop (time.monotonic()): a worker's stop_ms.
+        self._stopped_at: float | None = time.monotonic() if self.stopped else None
         self._watched = False
         self._crossed = False
         if core.shared:
@@ -195,10 +198,13 @@ class StopToken:
                 # Before the fd is written: the watcher (this token may have crossed) and
                 # waiters woken by it leave the callbacks to us, as documented.
                 self._stopping = True
+                self._stopped_at = time.monotonic()
                 self._core.set(reason)
                 self.stopped = True
         finally:  # even if a signal handler raises in between: the callbacks are ours now
             if self._core.is_set():
+                if self._stopped_at is None:
+                    self._stopped_at = time.monotonic()
                 self.stopped = True
                 self._fire()
 
@@ -448,6 +454,8 @@ class StopToken:
 
         If a thread of this process made the stop, it runs the callbacks itself.
         """
+        if self._stopped_at is None:
+            self._stopped_at = time.monotonic()
         self.stopped = True
         if not self._stopping:
             self._fire()

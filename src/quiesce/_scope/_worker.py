@@ -27,6 +27,43 @@ from quiesce._core._token import StopToken
 from quiesce._proc._child import wants_token
 
 
+_done_lock = threading.Lock()
+
+
+class Done:
+    """A worker's end, as a one-shot flag: `threading.Event`'s is_set/set/wait, cheaper.
+
+    Every worker's end sets it, but a waiter (`join`) is rare: setting an
+    Event takes its Condition's lock and notifies; here `set` is a store,
+    and an Event is made only for a waiter (under one module lock, then the
+    flag is read again, so a set racing the first waiter is never missed).
+    """
+
+    __slots__ = ("_event", "flag")
+
+    def __init__(self) -> None:
+        self.flag = False
+        self._event: threading.Event | None = None
+
+    def is_set(self) -> bool:
+        return self.flag
+
+    def set(self) -> None:
+        self.flag = True
+        event = self._event
+        if event is not None:
+            event.set()
+
+    def wait(self, timeout: float | None = None) -> bool:
+        if self.flag:
+            return True
+        with _done_lock:
+            if self._event is None:
+                self._event = threading.Event()
+            event = self._event
+        return self.flag or event.wait(timeout)
+
+
 class Owner(Protocol):
     """All a worker may ask of the scope that owns it.
 
@@ -126,18 +163,16 @@ class Worker:
         self._owner = owner
         self._name = name
         self._token = token
-        self._done = threading.Event()
+        self._done = Done()
         self._ended_by: EndedBy | None = None
         self._result: Any = None
         self._exception: BaseException | None = None
-        self._stop_requested_at: float | None = None
         self._ended_at: float | None = None
         self._ladder_step = 0  # 1 token stopped, 2 terminated, 3 killed
-        ref = weakref.ref(self)  # the token must not keep its worker alive
-        token.on_stop(lambda: _note_stop_request(ref))
         deadline = caller_deadline(token)  # started in a deadline block: ended at its deadline
         if deadline is not None:
             token._deadline = deadline  # travels with the token into a child process
+            ref = weakref.ref(self)  # the timer must not keep the worker alive
             call_at(deadline, lambda: _deadline_passed(ref))
 
     # -- public -----------------------------------------------------------
@@ -158,7 +193,7 @@ class Worker:
         An abandoned thread still counts as alive, though its scope no longer
         waits for it.
         """
-        return not self._done.is_set()
+        return not self._done.flag
 
     @property
     def result(self) -> Any:
@@ -222,8 +257,9 @@ class Worker:
     def report(self) -> WorkerReport:
         """How this worker ended so far (its line of `Scope.report()`)."""
         stop_ms = None
-        if self._stop_requested_at is not None and self._ended_at is not None:
-            stop_ms = max(0.0, (self._ended_at - self._stop_requested_at) * 1000.0)
+        requested = self._token._stopped_at  # the token notes it: no callback per worker
+        if requested is not None and self._ended_at is not None:
+            stop_ms = max(0.0, (self._ended_at - requested) * 1000.0)
         return WorkerReport(self._name, self.kind, self._ended_by, stop_ms, self.exitcode,
                             self._exception)
 
@@ -249,7 +285,7 @@ class Worker:
     # -- bookkeeping ------------------------------------------------------------
     def _finish(self, ended_by: EndedBy, result: Any = None,
                 exception: BaseException | None = None) -> None:
-        if self._done.is_set():
+        if self._done.flag:
             return
         if self._ended_by == "abandoned":  # it ended after its scope gave up on it
             self._result, self._exception = result, exception
@@ -265,12 +301,6 @@ def _deadline_passed(ref: weakref.ref[Worker]) -> None:
     worker = ref()
     if worker is not None and worker.alive:
         worker.stop("deadline passed")
-
-
-def _note_stop_request(ref: weakref.ref[Worker]) -> None:
-    worker = ref()
-    if worker is not None and worker._stop_requested_at is None:
-        worker._stop_requested_at = time.monotonic()
 
 
 class ThreadWorker(Worker):
