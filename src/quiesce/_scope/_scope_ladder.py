@@ -35,6 +35,7 @@ from typing import TYPE_CHECKING, Literal
 from quiesce._core._main_wait import in_slices
 from quiesce._core._token import StopToken
 from quiesce._scope._ladder import run_ladder
+from quiesce._scope._ladder_runners import run_ladder_job
 from quiesce._scope._worker import Worker
 
 if TYPE_CHECKING:
@@ -95,8 +96,7 @@ class ScopeLadder:
 
     def _start_ladder_thread(self) -> None:
         try:
-            threading.Thread(target=self._run_ladder, name=f"quiesce-ladder-{self.name}",
-                             daemon=True).start()
+            run_ladder_job(self._run_ladder, f"quiesce-ladder-{self.name}")
         except BaseException as exc:  # "can't start new thread" (nproc), MemoryError
             # Never promise a ladder nothing runs: the thread that waits for the scope
             # (__exit__, join, interpreter exit) runs it instead.
@@ -186,8 +186,7 @@ class ScopeLadder:
         with self._lock:
             self._solo_ladders += 1  # its worker's end must wake it: notify every end
         try:
-            threading.Thread(target=ladder, name=f"quiesce-ladder-{worker.name}",
-                             daemon=True).start()
+            run_ladder_job(ladder, f"quiesce-ladder-{worker.name}")
         except BaseException as exc:  # its token is stopped; the scope's ladder ends it
             with self._lock:
                 self._solo_ladders -= 1

@@ -26,7 +26,6 @@ from quiesce._core._thread_interrupt import ThreadGate
 from quiesce._core._token import StopToken
 from quiesce._proc._child import wants_token
 
-
 _done_lock = threading.Lock()
 
 
