@@ -52,3 +52,18 @@ def test_readme_links_stay_inside_the_repository() -> None:
         assert "://" not in target, f"README links outside the repository: {target}"
         assert (ROOT / target).resolve().is_relative_to(ROOT), f"README leaves the repo: {target}"
         assert (ROOT / target).exists(), f"README links to a missing file: {target}"
+
+
+def _bench_block(text: str, first_line: str) -> str:
+    """The ```text block of a page that starts with ``first_line``."""
+    for block in re.findall(r"```text\n(.*?)```", text, re.S):
+        if block.startswith(first_line):
+            return str(block)
+    raise AssertionError(f"no ```text block starting with {first_line!r}")
+
+
+def test_readme_measured_table_is_the_measurements_page_one() -> None:
+    """One source for every number: the README's table is the bench run the page quotes."""
+    readme = (ROOT / "README.md").read_text()
+    page = (ROOT / "docs" / "measurements.md").read_text()
+    assert _bench_block(readme, "bench_limits:") == _bench_block(page, "bench_limits:")
