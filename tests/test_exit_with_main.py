@@ -70,11 +70,11 @@ def test_the_seeds_stuck_jobs_end_with_mains_status_and_name_the_culprit(
         (child,) = pids_from(ended.stdout, "child")
         assert not alive(child)
         assert "child processes: 1" in report and f"PID {child}:" in report
-        assert "SIGTERM sent to 1 process(es)" in report
+        assert "sending SIGTERM to 1 process(es)" in report
         assert "start method fork\n      its Python stack:" in report  # asked of the child
         assert "seed_process.py\", line 12 in work" in report
     else:
-        assert "non-daemon threads: 1" in report and "Stopped raised in 1 thread(s)" in report
+        assert "non-daemon threads: 1" in report and "raising Stopped in 1 thread(s)" in report
         assert ("in work" if program == "seed_thread.py" else "in never_returns") in report
 
 

@@ -312,20 +312,23 @@ class Ending:
         refs = pin_job(self.tag)
         pools = shared.describe_pools()
         if threads or refs or pools:
-            # The stacks first: once Stopped lands they unwind.
+            # The stacks first: once Stopped lands they unwind. And the whole report out
+            # before anything is ended: once the last thing that held the interpreter
+            # ends, it exits, and this daemon thread dies wherever it was (the report
+            # was lost that way when the stuck child died at once of its SIGTERM).
             text = shared.report(self._headline(), threads, [ref.pid for ref in refs])
-            interrupted = sum(interrupt(thread, self._stopped) for thread in threads)
-            signalled = 0
+            signals = (f"sending {signal.Signals(self.stop_signal).name} to {len(refs)} "
+                       "process(es)" if self.stop_signal else "no signal sent")
+            _say(f"{text}\n{NAME}: end of report (raising {self._stopped.__name__} in "
+                 f"{len(threads)} thread(s), {signals}; SIGKILL and exit in "
+                 f"{self.kill_after:g} s)", prefix=False)
+            for thread in threads:
+                interrupt(thread, self._stopped)
             for ref in refs:
-                if self.stop_signal and ref.send(self.stop_signal):
-                    signalled += 1
-                    if self.stop_signal != signal.SIGKILL:
-                        ref.send(signal.SIGCONT)  # a stopped process could not act on it
+                if self.stop_signal and ref.send(self.stop_signal) \
+                        and self.stop_signal != signal.SIGKILL:
+                    ref.send(signal.SIGCONT)  # a stopped process could not act on it
                 ref.close()
-            name = signal.Signals(self.stop_signal).name if self.stop_signal else "no signal"
-            _say(f"{text}\n{NAME}: end of report ({self._stopped.__name__} raised in "
-                 f"{interrupted} thread(s), {name} sent to {signalled} "
-                 f"process(es); SIGKILL and exit in {self.kill_after:g} s)", prefix=False)
         _sleep_until(self.since + self.grace + self.kill_after)
         killed = kill_job(self.tag)
         stuck = shared.live_threads()
