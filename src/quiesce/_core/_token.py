@@ -207,6 +207,8 @@ class StopToken:
                     self._stopped_at = time.monotonic()
                 self.stopped = True
                 self._fire()
+            else:  # interrupted before the flag was written: nothing to leave to us
+                self._stopping = False
 
     @property
     def reason(self) -> str | None:
