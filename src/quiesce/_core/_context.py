@@ -33,10 +33,12 @@ class RootView:
     ``stopped()`` is called in hot loops, so outside any worker it must cost
     one context-var read and one slot read, like inside one: no ``None``
     check, no global lookup, no lazy creation of the root token (which costs
-    an fd). The view's ``stopped`` mirrors the root token's, set by an
-    ``on_stop`` callback on the root (run by the stopping thread, or by the
-    watcher for a stop made in another process, exactly when the root's own
-    attribute is set). ``current_token()`` turns the view into the root.
+    an fd). The view's ``stopped`` mirrors the root token's: the root sets
+    it with its own attribute (its ``_mirror``), in ``stop()``, in the
+    watcher for a stop made in another process, and in any thread whose
+    ``wait()`` saw the stop. A callback would not do: it runs in the
+    stopping thread, possibly after a waiter has woken and looked.
+    ``current_token()`` turns the view into the root.
     """
 
     __slots__ = ("stopped",)
@@ -56,12 +58,6 @@ _root: StopToken | None = None
 _root_lock = threading.Lock()
 
 
-def _mark_root_stopped() -> None:
-    root = _root  # a token that was the root before set_root_token() no longer counts
-    if root is not None and root.stopped:
-        OUTSIDE.stopped = True
-
-
 def root_token() -> StopToken:
     """The process's root token (created on first use; a fresh one after fork)."""
     global _root
@@ -69,7 +65,7 @@ def root_token() -> StopToken:
         with _root_lock:
             if _root is None:
                 _root = StopToken()
-                _root.on_stop(_mark_root_stopped)
+                _root._mirror = OUTSIDE
     return _root
 
 
@@ -77,9 +73,11 @@ def set_root_token(token: StopToken) -> None:
     """Make ``token`` the root (a quiesce child process roots itself in its worker token)."""
     global _root
     with _root_lock:
+        if _root is not None:
+            _root._mirror = None  # no longer the root: its stop is not "outside" any more
         _root = token
-        OUTSIDE.stopped = False
-        token.on_stop(_mark_root_stopped)  # at once if it is stopped already
+        token._mirror = OUTSIDE  # first, then the flag: a stop in between is not lost
+        OUTSIDE.stopped = token.stopped
 
 
 def current_token() -> StopToken:
@@ -201,6 +199,8 @@ def stopped() -> bool:
 def _after_fork_in_child() -> None:
     global _root, _root_lock
     _root_lock = threading.Lock()
+    if _root is not None:
+        _root._mirror = None  # the parent's root, stopped by the parent: not ours
     _root = None
     OUTSIDE.stopped = False  # the parent's root is not ours: a fresh one is made on first use
 

@@ -20,7 +20,7 @@ import threading
 import time
 import weakref
 from collections.abc import Callable
-from typing import Any, final
+from typing import Any, Protocol, final
 
 from quiesce._core import _deadline_timer, _token_watch, _validate
 from quiesce._core._errors import Stopped
@@ -30,6 +30,12 @@ from quiesce._core._token_core import LocalCore, SharedCore
 log = logging.getLogger("quiesce")
 
 _ids = itertools.count(1)
+
+
+class Mirror(Protocol):
+    """Anything with a ``stopped`` flag a token may keep in step with its own."""
+
+    stopped: bool
 
 
 @final
@@ -121,6 +127,7 @@ class StopToken:
         "_expiry": None,
         "_fired": None,
         "_lock": None,
+        "_mirror": None,
         "_stopped_at": None,
         "_stopping": None,
         "_watched": None,
@@ -159,6 +166,9 @@ class StopToken:
         self._lock = threading.Lock()
         self._callbacks: dict[int, Callable[[], object]] = {}
         self._fired = False
+        # An object whose `stopped` follows ours at once (the root's view outside workers,
+        # see _context.RootView): unlike a callback, never later than `wait()` returning.
+        self._mirror: Mirror | None = None
         self._stopping = False  # a thread of this process is in stop(): it runs the callbacks
         # When this process learned of the stop (time.monotonic()): a worker's stop_ms.
         self._stopped_at: float | None = time.monotonic() if self.stopped else None
@@ -200,12 +210,12 @@ class StopToken:
                 self._stopping = True
                 self._stopped_at = time.monotonic()
                 self._core.set(reason)
-                self.stopped = True
+                self._mark_stopped()
         finally:  # even if a signal handler raises in between: the callbacks are ours now
             if self._core.is_set():
                 if self._stopped_at is None:
                     self._stopped_at = time.monotonic()
-                self.stopped = True
+                self._mark_stopped()
                 self._fire()
             else:  # interrupted before the flag was written: nothing to leave to us
                 self._stopping = False
@@ -458,9 +468,17 @@ class StopToken:
         """
         if self._stopped_at is None:
             self._stopped_at = time.monotonic()
-        self.stopped = True
+        self._mark_stopped()
         if not self._stopping:
             self._fire()
+
+    def _mark_stopped(self) -> None:
+        """``stopped`` (and the mirror's, if any) becomes True: before any callback runs,
+        and before ``wait()`` returns in any thread of this process."""
+        self.stopped = True
+        mirror = self._mirror
+        if mirror is not None:
+            mirror.stopped = True
 
     def _cross(self) -> None:
         """This token now lives in another process too: a stop made there must reach us."""
