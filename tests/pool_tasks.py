@@ -90,7 +90,7 @@ def token_id() -> int:
     return id(quiesce.current_token())
 
 
-def pid_after(seconds: float) -> int:
-    """Holds its worker a while, so concurrent calls land on different workers."""
-    time.sleep(seconds)
-    return os.getpid()
+def record_pid_and_block(directory: str) -> None:
+    """Writes DIRECTORY/<worker PID>, then holds its worker until it is ended."""
+    os.close(os.open(os.path.join(directory, str(os.getpid())), os.O_CREAT | os.O_WRONLY))
+    time.sleep(3600)

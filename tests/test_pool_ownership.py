@@ -145,7 +145,7 @@ def test_a_future_waited_on_in_main_lets_signal_handlers_run() -> None:
     assert program.returncode == 0, err
     kind, took = out.split()
     assert kind == "CancelledError"
-    assert float(took) < 0.3 + MARGIN
+    assert float(took) < MARGIN  # not the 20 s of the whole wait
 
 
 @pytest.mark.parametrize("kind", KINDS)
@@ -194,8 +194,9 @@ def test_a_thread_task_may_end_its_own_pool(how: str) -> None:
 
 
 @pytest.mark.parametrize("method", multiprocessing.get_all_start_methods())
-def test_owner_sigkilled_leaves_no_pool_worker_under_each_start_method(method: str) -> None:
-    program = run_program("pool_owner.py", method)
+def test_owner_sigkilled_leaves_no_pool_worker_under_each_start_method(method: str,
+                                                                     tmp_path: Path) -> None:
+    program = run_program("pool_owner.py", method, str(tmp_path))
     try:
         assert program.stdout is not None
         pids = [int(p) for p in program.stdout.readline().split()]
