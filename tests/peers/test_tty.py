@@ -219,6 +219,7 @@ def test_ctrl_z_makes_quiesce_a_stopped_job_of_the_shell() -> None:
 def test_verbose_logging_with_tostop_does_not_stop_anything() -> None:
     """quiesce's own: with ``stty tostop`` a background write raises SIGTTOU; quiesce's
     -v lines, written while the command has the terminal, must not pass for job control."""
+    # deliberate: the command holds the terminal 0.3 s while quiesce writes its -v lines
     pid, fd = spawn(["/bin/sh", "-c", f"stty tostop; exec {' '.join(QUIESCE)} -v -- "
                                       "sh -c 'sleep 0.3; exit 5'"])
     try:
