@@ -99,6 +99,34 @@ def stuck_call() -> None:
         time.sleep(0.01)
 
 
+def awaiting(task: "asyncio.Task[object]", name: str) -> bool:
+    """Whether ``task`` is suspended in a coroutine named ``name`` (down its await chain)."""
+    coro: object = task.get_coro()
+    while coro is not None:
+        code = getattr(coro, "cr_code", None) or getattr(coro, "gi_code", None)
+        if code is not None and code.co_name == name:
+            return True
+        coro = getattr(coro, "cr_await", None) or getattr(coro, "gi_yieldfrom", None)
+    return False
+
+
+def say_ready_once_awaiting(task: "asyncio.Task[object] | None", name: str) -> None:
+    """Print 'ready' once ``task`` waits in ``name`` (checked on the loop every 5 ms)."""
+    assert task is not None
+    loop = asyncio.get_running_loop()
+    deadline = time.monotonic() + 30
+
+    def check() -> None:
+        if awaiting(task, name):
+            print("ready", flush=True)
+        elif time.monotonic() > deadline:
+            print(f"never waited in {name}", flush=True)
+        else:
+            loop.call_later(0.005, check)
+
+    loop.call_soon(check)
+
+
 async def main(mode: str, directory: str) -> int:
     os.environ[READY] = tempfile.mkdtemp()
     try:
@@ -136,7 +164,7 @@ async def run_workers(mode: str, directory: str) -> int:
             workers = 4
         await wait_ready(workers)  # every handler is set, every worker inside its try
         if mode == "stubborn-task":
-            asyncio.get_running_loop().call_later(0.2, lambda: print("ready", flush=True))
+            say_ready_once_awaiting(asyncio.current_task(), "__aexit__")
             return 3  # leaving: the scope waits for the swallower (grace 30 s)
         try:  # before 'ready': the signal may land the moment it is printed
             print("ready", flush=True)
