@@ -32,9 +32,17 @@ _ALLOWED_CMDLINE_MARKERS = (
 )
 
 
-def _allowed(proc: psutil.Process) -> bool:
+def _allowed(proc: psutil.Process, parents: Collection[int]) -> bool:
+    """A long-lived helper of the test process (or of a spared process) itself.
+
+    Only a direct child of ``parents`` counts: a forkserver's children carry its
+    command line (fork without exec), and a helper of a program the test ran
+    must end with that program.
+    """
     try:
         cmd = " ".join(proc.cmdline())
+        if proc.ppid() not in parents:
+            return False
     except psutil.Error:
         return True  # gone or a zombie already reaped
     return any(marker in cmd for marker in _ALLOWED_CMDLINE_MARKERS)
@@ -55,8 +63,12 @@ def _tagged(tag: str) -> list[psutil.Process]:
     return found
 
 
-def leftover_processes(tag: str) -> list[psutil.Process]:
+def leftover_processes(tag: str, spared: Collection[int] = ()) -> list[psutil.Process]:
+    """Live descendants of the test process and processes carrying ``tag``, but the
+    test process's own helpers (forkserver, resource tracker, guardian) and those of
+    ``spared`` processes."""
     me = psutil.Process()
+    parents = {me.pid, *spared}
     procs: dict[int, psutil.Process] = {}
     try:
         for p in me.children(recursive=True):
@@ -70,7 +82,7 @@ def leftover_processes(tag: str) -> list[psutil.Process]:
     alive = []
     for p in procs.values():
         try:
-            if p.status() == psutil.STATUS_ZOMBIE or _allowed(p):
+            if p.status() == psutil.STATUS_ZOMBIE or _allowed(p, parents):
                 continue
         except psutil.Error:
             continue
@@ -100,7 +112,7 @@ def checked_for_leaks(allowed: Callable[[], Collection[int]] = frozenset,
     deadline = time.monotonic() + patience
     while True:
         spared = allowed()
-        left = [p for p in leftover_processes(tag) if p.pid not in spared]
+        left = [p for p in leftover_processes(tag, spared) if p.pid not in spared]
         if not left or time.monotonic() > deadline:
             break
         time.sleep(0.05)

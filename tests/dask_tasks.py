@@ -63,9 +63,9 @@ def wait_on_token_param(folder: str, token: quiesce.StopToken) -> str | None:
 
 def ignore_stop(folder: str) -> None:
     """A Python loop that never looks at its token; its finally reports Stopped."""
-    note(f"{folder}/started", str(os.getpid()))
     outcome = "returned"
     try:
+        note(f"{folder}/started", str(os.getpid()))  # inside the try: the finally will run
         while True:
             time.sleep(0.01)
     except quiesce.Stopped as exc:

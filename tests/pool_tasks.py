@@ -31,25 +31,34 @@ def fail(message: str) -> None:
     raise ValueError(message)
 
 
-def wait_for_stop(marker: str, token: quiesce.StopToken) -> str:
+def mark_ready(ready: str) -> None:
+    """Tell a waiting test the task reached the point it needs (``ready``: a path, or '')."""
+    if ready:
+        write_atomically(ready, str(os.getpid()))
+
+
+def wait_for_stop(marker: str, ready: str = "", *, token: quiesce.StopToken) -> str:
     """Cooperative: sleeps on its token, records why it woke."""
+    mark_ready(ready)
     woke = token.wait(60)
     if marker != os.devnull:
         write_atomically(marker, f"{woke} {token.reason}")
     return "woke"
 
 
-def ignore_token(marker: str) -> None:
+def ignore_token(marker: str, ready: str = "") -> None:
     """Ignores its token; only SIGTERM (raised as Stopped) ends it, through finally."""
     try:
+        mark_ready(ready)
         while True:
             time.sleep(0.01)
     finally:
         write_atomically(marker, "finally ran")
 
 
-def ignore_everything() -> None:
+def ignore_everything(ready: str = "") -> None:
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    mark_ready(ready)  # from now on only SIGKILL ends it
     while True:
         time.sleep(0.01)
 
@@ -81,7 +90,7 @@ def token_id() -> int:
     return id(quiesce.current_token())
 
 
-def pid_after(seconds: float) -> int:
-    """Holds its worker a while, so concurrent calls land on different workers."""
-    time.sleep(seconds)
-    return os.getpid()
+def record_pid_and_block(directory: str) -> None:
+    """Writes DIRECTORY/<worker PID>, then holds its worker until it is ended."""
+    os.close(os.open(os.path.join(directory, str(os.getpid())), os.O_CREAT | os.O_WRONLY))
+    time.sleep(3600)

@@ -30,21 +30,32 @@ def report_wait(token: quiesce.StopToken, queue: Any) -> None:
     queue.put(("woke", woke, token.reason, time.monotonic() - started))
 
 
-def loop_forever() -> None:
+def mark_ready(ready: str) -> None:
+    """Tell a waiting test this worker reached the point it needs (``ready``: a path, or '')."""
+    if ready:
+        with open(ready + ".tmp", "w") as f:
+            f.write(str(os.getpid()))
+        os.replace(ready + ".tmp", ready)  # appears whole
+
+
+def loop_forever(ready: str = "") -> None:
     """The seed's problem 1/2: a loop that never looks at any stop flag."""
+    mark_ready(ready)
     while True:
         time.sleep(0.01)
 
 
-def ignore_sigterm_forever() -> None:
+def ignore_sigterm_forever(ready: str = "") -> None:
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    mark_ready(ready)  # from now on only SIGKILL ends it
     while True:
         time.sleep(0.01)
 
 
-def cooperative(marker: str, token: quiesce.StopToken) -> str:
+def cooperative(marker: str, ready: str = "", *, token: quiesce.StopToken) -> str:
     """Sleeps on its token; writes ``marker`` in finally so tests see cleanup ran."""
     try:
+        mark_ready(ready)
         token.wait(60)
         return "stopped politely"
     finally:
@@ -52,9 +63,10 @@ def cooperative(marker: str, token: quiesce.StopToken) -> str:
             f.write("cleaned up")
 
 
-def finally_on_sigterm(marker: str) -> None:
+def finally_on_sigterm(marker: str, ready: str = "") -> None:
     """Ignores the token; only SIGTERM (raised as Stopped) gets it out, via finally."""
     try:
+        mark_ready(ready)
         while True:
             time.sleep(0.01)
     finally:
@@ -62,7 +74,8 @@ def finally_on_sigterm(marker: str) -> None:
             f.write("finally ran")
 
 
-def quiesce_sleep_forever() -> None:
+def quiesce_sleep_forever(ready: str = "") -> None:
+    mark_ready(ready)
     quiesce.sleep(60)
 
 

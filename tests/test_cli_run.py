@@ -25,7 +25,7 @@ from pathlib import Path
 import psutil
 import pytest
 
-from procs import alive, seconds_until_gone
+from procs import alive, cmdline, seconds_until_gone, wait_for
 
 PROGRAMS = Path(__file__).parent / "programs"
 QUIESCE_RUN = [sys.executable, "-m", "quiesce", "run"]
@@ -131,7 +131,9 @@ def test_a_stopped_leftover_ends_on_the_stop_signal() -> None:
     grace = 3.0
     started = time.monotonic()
     result = subprocess.run([*QUIESCE_RUN, "--grace", str(grace), "--", "bash", "-c",
-                             "setsid sleep 60 & p=$!; sleep 0.2; kill -STOP $p"], timeout=30)
+                             "setsid sleep 60 & p=$!; "  # stopped once it has escaped, as sleep
+                             "until [ \"$(cat /proc/$p/comm)\" = sleep ]; do sleep 0.01; done; "
+                             "kill -STOP $p"], timeout=30)
     assert result.returncode == 0
     assert time.monotonic() - started < grace, "the stopped leftover waited for SIGKILL"
 
@@ -214,8 +216,12 @@ def test_no_signal_kills_the_supervisor_first(sig: signal.Signals) -> None:
     proc = subprocess.Popen([*QUIESCE_RUN, "-v", "--", "sleep", "30"],
                             stderr=subprocess.PIPE, text=True)
     try:
-        assert proc.stderr is not None and "started" in proc.stderr.readline()
-        time.sleep(0.1)  # let `sleep` exec
+        assert proc.stderr is not None
+        line = proc.stderr.readline()
+        assert "started" in line, line
+        command = int(line.split(" as PID ")[1].split()[0])
+        # "started" comes once the exec succeeded: `sleep` runs, no Python handler of ours
+        wait_for(lambda: cmdline(command) == ["sleep", "30"], "`sleep` to exec")
         proc.send_signal(sig)
         expected = 0 if sig in (signal.SIGURG, signal.SIGWINCH) else 128 + sig
         if expected == 0:  # ignored by default: the command lives on; end it
@@ -328,12 +334,15 @@ def test_parse_options_errors(argv: list[str], message: str) -> None:
         parse_options(RUN_OPTIONS, argv)
 
 
-def test_a_tree_that_keeps_forking_is_ended() -> None:
+def test_a_tree_that_keeps_forking_is_ended(tmp_path: Path) -> None:
     """Leftovers that ignore TERM and keep forking: SIGKILL sweeps repeat until none is left
-    (the leak fixture fails the test if one survives)."""
+    (the leak fixture fails the test if one survives). The command exits once all three
+    forkers have forked (each touches a file then); they fork every 10 ms."""
     script = ("trap '' TERM; for i in 1 2 3; do ( trap '' TERM; while true; do "
-              "( trap '' TERM; sleep 30 ) & sleep 0.01; done ) & done; sleep 0.3; exit 3")
+              f"( trap '' TERM; sleep 30 ) & : > {tmp_path}/$i; sleep 0.01; done ) & done; "
+              f"until [ -e {tmp_path}/1 ] && [ -e {tmp_path}/2 ] && [ -e {tmp_path}/3 ]; do "
+              "sleep 0.01; done; exit 3")
     started = time.monotonic()
     result = subprocess.run([*QUIESCE_RUN, "-k", "0.5", "--", "bash", "-c", script], timeout=60)
     assert result.returncode == 3
-    assert time.monotonic() - started < 0.3 + 0.5 + MARGIN
+    assert time.monotonic() - started < 0.5 + MARGIN

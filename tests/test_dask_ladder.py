@@ -93,7 +93,7 @@ def test_stopped_raised_after_grace_and_no_restart(client: distributed.Client, c
     [report] = events_for(client, future.key)
     assert report["ended_by"] == "terminated"
     # A task ended by Stopped costs no restart: the same worker processes serve on.
-    time.sleep(KILL_AFTER + 0.3)
+    time.sleep(KILL_AFTER + 0.3)  # deliberate observation window: past a kill's due time
     assert wait_for_workers(client, cluster) == pids
     assert client.submit(dask_tasks.add, 2, 3, pure=False).result(timeout=30) == 5
 

@@ -38,7 +38,7 @@ def test_stop_on_the_client_reaches_tasks_on_every_worker(client: distributed.Cl
                                                           tmp_path: Path) -> None:
     token = quiesce.dask.DistributedToken(client=client)
     futures = spin_on_both_workers(client, token, tmp_path)
-    time.sleep(0.2)
+    time.sleep(0.2)  # deliberate observation window for the negative control below
     # Negative control: nothing stopped it yet, both still spin.
     assert not any(f.done() for f in futures) and not token.stopped
     asked = time.monotonic()

@@ -103,7 +103,7 @@ def test_fail_after_raises_timeout_error_from_the_stop() -> None:
 def test_fail_after_does_not_raise_for_code_that_finished_without_being_stopped() -> None:
     # As trio: the result of code that completed is valid, even late.
     with quiesce.fail_after(0.05) as cs:
-        time.sleep(0.2)  # never looks at the token
+        time.sleep(0.2)  # deliberate: runs past the deadline, never looking at the token
     assert cs.expired and not cs.cancelled_caught
 
 
@@ -183,9 +183,12 @@ def test_equal_deadlines_belong_to_the_outer_block() -> None:
 def test_a_stop_from_above_is_never_swallowed() -> None:
     seen: list[str] = []
 
+    inside = threading.Event()
+
     def work() -> None:
         with quiesce.move_on_after(0.1) as cs:
             try:
+                inside.set()
                 quiesce.current_token().wait(30)  # the scope's stop comes first
                 seen.append(f"expired={cs.expired}")
                 quiesce.sleep(0.3)  # let the block's own deadline pass too
@@ -195,7 +198,7 @@ def test_a_stop_from_above_is_never_swallowed() -> None:
 
     with quiesce.Scope(grace=5) as scope:
         worker = scope.thread(work)
-        time.sleep(0.02)
+        assert inside.wait(20)  # the stop reaches the block, not a worker yet to enter it
         scope.stop("from above")
     assert "after the block" not in seen and "left" in seen
     assert worker.ended_by == "stopped"
@@ -204,9 +207,12 @@ def test_a_stop_from_above_is_never_swallowed() -> None:
 def test_fail_after_lets_a_stop_from_above_through_as_stopped() -> None:
     outcome: list[BaseException] = []
 
+    inside = threading.Event()
+
     def work() -> None:
         try:
             with quiesce.fail_after(30):
+                inside.set()
                 quiesce.sleep(30)
         except BaseException as exc:
             outcome.append(exc)
@@ -214,7 +220,7 @@ def test_fail_after_lets_a_stop_from_above_through_as_stopped() -> None:
 
     with quiesce.Scope() as scope:
         scope.thread(work)
-        time.sleep(0.05)
+        assert inside.wait(20)  # the stop reaches the block, not a worker yet to enter it
         scope.stop("shutdown")
     assert len(outcome) == 1 and type(outcome[0]) is quiesce.Stopped
     assert outcome[0].reason == "shutdown"
@@ -323,8 +329,7 @@ def test_shield_holds_a_stop_from_above_back_for_at_most_its_seconds() -> None:
 
     with quiesce.Scope(grace=10) as scope:
         worker = scope.thread(work)
-        time.sleep(0.05)
-        scope.stop("shutdown")
+        scope.stop("shutdown")  # before or after work() reaches token.wait: the same
     assert [entry[0] for entry in log] == ["short sleep done", "delivered: shutdown"]
     assert 0.55 <= log[1][1] < 0.6 + SLACK
     assert worker.ended_by == "stopped"
@@ -343,8 +348,7 @@ def test_without_a_shield_the_same_cleanup_is_cut_short() -> None:  # the negati
 
     with quiesce.Scope() as scope:
         scope.thread(work)
-        time.sleep(0.05)
-        scope.stop()
+        scope.stop()  # before or after work() reaches token.wait: the same
     assert outcome == ["cut short"]
 
 
@@ -548,8 +552,11 @@ def test_async_nested_outer_deadline_goes_to_the_outer_block() -> None:
 def test_async_block_lets_a_stop_from_above_out_as_stopped() -> None:
     outcome: list[BaseException] = []
 
+    inside = threading.Event()
+
     async def amain() -> None:
         async with quiesce.move_on_after(30):
+            inside.set()
             await asyncio.sleep(30)  # cancelled when the scope's stop reaches the block
 
     def work() -> None:
@@ -561,7 +568,7 @@ def test_async_block_lets_a_stop_from_above_out_as_stopped() -> None:
 
     with quiesce.Scope() as scope:
         worker = scope.thread(work)
-        time.sleep(0.1)
+        assert inside.wait(20)  # the stop reaches the block, not a loop yet to enter it
         scope.stop("from above")
     assert len(outcome) == 1 and type(outcome[0]) is quiesce.Stopped
     assert outcome[0].reason == "from above" and worker.ended_by == "stopped"

@@ -171,7 +171,7 @@ def test_the_guardian_ignores_terminal_signals(owner: Owner) -> None:
     assert "quiesce/_proc/_guardian.py" in " ".join(guardian.cmdline())
     for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
         guardian.send_signal(sig)
-    time.sleep(0.2)
+    time.sleep(0.2)  # deliberate observation window: a fatal signal would have struck by now
     assert alive(owner.guardian)
     owner.proc.send_signal(signal.SIGKILL)
     owner.proc.wait()

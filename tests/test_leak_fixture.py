@@ -52,3 +52,25 @@ def test_fixture_fails_a_test_that_leaks_a_non_daemon_thread(pytester: pytest.Py
     )
     result = pytester.runpytest_subprocess("-p", "no:cacheprovider")
     result.stdout.fnmatch_lines(["*test leaked non-daemon threads*leaky*"])
+
+
+def test_fixture_fails_a_test_that_leaks_a_forkserver_child(pytester: pytest.Pytester) -> None:
+    """A forkserver's children carry its command line, which the fixture allows for the
+    forkserver itself: a leaked worker must still fail the test."""
+    pytester.makeconftest(CONFTEST)
+    pytester.makepyfile(
+        test_forkserver="""
+        import multiprocessing, time
+        def test_leaks():
+            p = multiprocessing.get_context("forkserver").Process(target=time.sleep, args=(30,),
+                                                                  daemon=True)
+            p.start()
+        def test_clean():
+            p = multiprocessing.get_context("forkserver").Process(target=time.sleep, args=(0,))
+            p.start()
+            p.join()
+        """
+    )
+    result = pytester.runpytest_subprocess("-p", "no:cacheprovider")
+    result.assert_outcomes(passed=2, errors=1)
+    result.stdout.fnmatch_lines(["*test leaked processes:*", "*multiprocessing.forkserver*"])

@@ -29,7 +29,7 @@ from pool_tasks import (
     slow,
     wait_for_stop,
 )
-from procs import alive
+from procs import alive, wait_for_file
 
 MARGIN = 8.0
 KINDS = ["thread", "process"]
@@ -93,9 +93,9 @@ def test_shutdown_keeps_the_stdlib_meaning(kind: str) -> None:
 
 def test_cancel_running_cooperative_task(pool: Pool, tmp_path: Path) -> None:
     marker = tmp_path / "woke"
-    future = pool.submit(wait_for_stop, str(marker))
+    future = pool.submit(wait_for_stop, str(marker), str(tmp_path / "ready"))
     wait_running(future)
-    time.sleep(0.1)
+    wait_for_file(tmp_path / "ready")  # the task itself runs, not only its dispatch
     assert future.cancel()
     assert future.cancelled()
     with pytest.raises(concurrent.futures.CancelledError):
@@ -111,9 +111,9 @@ def test_cancel_process_task_ignoring_its_token_runs_its_finally(tmp_path: Path)
     marker = tmp_path / "finally"
     with quiesce.ProcessPool(1, grace=0.3, kill_after=5, mp_context="forkserver") as pool:
         before = pool.submit(pid_of_worker).result(20)
-        future = pool.submit(ignore_token, str(marker))
+        future = pool.submit(ignore_token, str(marker), str(tmp_path / "ready"))
         wait_running(future)
-        time.sleep(0.1)
+        wait_for_file(tmp_path / "ready")  # inside its try
         assert future.cancel()
         deadline = time.monotonic() + MARGIN
         while not marker.exists() and time.monotonic() < deadline:
@@ -122,12 +122,13 @@ def test_cancel_process_task_ignoring_its_token_runs_its_finally(tmp_path: Path)
         assert pool.submit(pid_of_worker).result(20) == before  # the worker survived
 
 
-def test_cancel_process_task_ignoring_everything_kills_and_replaces_worker() -> None:
+def test_cancel_process_task_ignoring_everything_kills_and_replaces_worker(
+        tmp_path: Path) -> None:
     with quiesce.ProcessPool(1, grace=0.2, kill_after=0.2, mp_context="forkserver") as pool:
         before = pool.submit(pid_of_worker).result(20)
-        future = pool.submit(ignore_everything)
+        future = pool.submit(ignore_everything, str(tmp_path / "ready"))
         wait_running(future)
-        time.sleep(0.1)
+        wait_for_file(tmp_path / "ready")  # SIGTERM is ignored from now on
         future.cancel()
         after = pool.submit(pid_of_worker).result(20)
         assert after != before
@@ -181,9 +182,9 @@ def test_process_pool_under_each_start_method(method: str, tmp_path: Path) -> No
     marker = tmp_path / "finally"
     with quiesce.ProcessPool(1, grace=0.2, kill_after=5, mp_context=method) as pool:
         first = pool.submit(pid_of_worker).result(20)
-        running = pool.submit(ignore_token, str(marker))
+        running = pool.submit(ignore_token, str(marker), str(tmp_path / "ready"))
         wait_running(running)
-        time.sleep(0.1)
+        wait_for_file(tmp_path / "ready")  # inside its try
         running.cancel()
         with pytest.raises(quiesce.ProcessDied):
             pool.submit(exit_hard, 3).result(20)
@@ -221,7 +222,7 @@ def test_twenty_cycles_leak_no_fd_thread_or_process(kind: str) -> None:
             pool.stop()
 
     cycles(3)  # first use starts lazy singletons: launcher, watcher, guardian, forkserver
-    time.sleep(0.2)
+    time.sleep(0.2)  # let them settle: a count taken early is higher, the check only laxer
     before = counts()
     cycles(20)
     deadline = time.monotonic() + 5

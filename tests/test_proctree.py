@@ -43,7 +43,17 @@ elif sys.argv[3:] == ["escape"]:
         os.write(w, str(pid).encode())
         os._exit(0)
     os.wait()  # the middle process is gone before we tell: the tree is stable
-    print("escaper", os.read(r, 20).decode(), flush=True)
+    escaper = os.read(r, 20).decode()
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline:  # and it exec'd: mid-exec, its environ is unreadable
+        try:
+            with open(f"/proc/{escaper}/cmdline", "rb") as f:
+                if f.read() == b"sleep\0" b"100\0":
+                    break
+        except OSError:
+            pass
+        time.sleep(0.001)
+    print("escaper", escaper, flush=True)
 time.sleep(100)
 """
 
@@ -203,7 +213,7 @@ def test_the_tag_filter_matches_only_processes_carrying_the_tag(tag: str) -> Non
         assert {ref.pid for ref in snapshot(tag=tag)} == {tagged.pid, nested.pid}
         assert signal_tree(signal.SIGKILL, tag=tag) == 2
         assert tagged.wait(5) == nested.wait(5) == -signal.SIGKILL
-        time.sleep(0.05)
+        time.sleep(0.05)  # deliberate observation window: a stray SIGKILL would land by now
         assert plain.poll() is None and lookalike.poll() is None and prefix.poll() is None
     finally:
         for p in procs:

@@ -17,6 +17,7 @@ import pytest
 import quiesce
 from quiesce._scope._scope import Scope
 
+from procs import state, wait_for, wait_for_file
 from targets import (
     cooperative,
     current_reason,
@@ -38,32 +39,34 @@ def ended(scope: Scope) -> dict[str, str | None]:
     return {r.name.split("/", 1)[1].rsplit("-", 1)[0]: r.ended_by for r in scope.report()}
 
 
-def test_seed_problem_1_process_looping_forever_is_ended() -> None:
+def test_seed_problem_1_process_looping_forever_is_ended(tmp_path: Path) -> None:
     started = time.monotonic()
     with Scope(grace=0.3, kill_after=1.0) as scope:
-        worker = scope.process(loop_forever)
-        time.sleep(0.3)
+        worker = scope.process(loop_forever, str(tmp_path / "ready"))
+        wait_for_file(tmp_path / "ready")  # in its loop
         assert worker.alive
-    assert time.monotonic() - started < 0.3 + 0.3 + 1.0 + MARGIN
+    assert time.monotonic() - started < 0.3 + 1.0 + MARGIN
     assert not worker.alive
     # loop_forever never reads a token: SIGTERM (raised as Stopped) ends it.
     assert worker.ended_by == "terminated"
 
 
-def test_seed_problem_2_thread_looping_forever_is_interrupted() -> None:
+def test_seed_problem_2_thread_looping_forever_is_interrupted(tmp_path: Path) -> None:
     with Scope(grace=0.2, kill_after=0.2, interrupt_threads=True) as scope:
-        worker = scope.thread(loop_forever)
-        time.sleep(0.1)
+        worker = scope.thread(loop_forever, str(tmp_path / "ready"))
+        wait_for_file(tmp_path / "ready")  # in its loop
     assert worker.ended_by == "terminated"
     assert not worker.alive
 
 
-def test_seed_problem_2_flag_and_sleep_wakes_at_once() -> None:
+def test_seed_problem_2_flag_and_sleep_wakes_at_once(tmp_path: Path) -> None:
     """quiesce.sleep(60) in a loop notices the stop immediately, not after 60 s."""
     with Scope(grace=30, kill_after=1) as scope:
-        thread = scope.thread(quiesce_sleep_forever)
-        process = scope.process(quiesce_sleep_forever)
-        time.sleep(0.5)
+        thread = scope.thread(quiesce_sleep_forever, str(tmp_path / "t"))
+        process = scope.process(quiesce_sleep_forever, str(tmp_path / "p"))
+        wait_for_file(tmp_path / "t")  # each is about to enter quiesce.sleep
+        process_pid = int(wait_for_file(tmp_path / "p"))
+        wait_for(lambda: state(process_pid) == "S", "the process to block in quiesce.sleep")
         started = time.monotonic()
         scope.stop()
         scope.join()
@@ -94,12 +97,12 @@ def test_abandoned_thread_is_reported_and_does_not_block_exit(tmp_path: Path) ->
     assert time.monotonic() - started < 20
 
 
-def test_child_ignoring_sigterm_is_killed() -> None:
+def test_child_ignoring_sigterm_is_killed(tmp_path: Path) -> None:
     started = time.monotonic()
     with Scope(grace=0.2, kill_after=0.5) as scope:
-        worker = scope.process(ignore_sigterm_forever)
-        time.sleep(0.5)
-    assert time.monotonic() - started < 0.5 + 0.2 + 0.5 + MARGIN
+        worker = scope.process(ignore_sigterm_forever, str(tmp_path / "ready"))
+        wait_for_file(tmp_path / "ready")  # SIGTERM is ignored from now on
+    assert time.monotonic() - started < 0.2 + 0.5 + MARGIN
     assert worker.ended_by == "killed"
     assert worker.exitcode == -9
 
@@ -107,9 +110,10 @@ def test_child_ignoring_sigterm_is_killed() -> None:
 def test_cooperative_stop_runs_finally_and_reports_stopped(tmp_path: Path) -> None:
     thread_marker, process_marker = tmp_path / "t", tmp_path / "p"
     with Scope(grace=10, kill_after=1) as scope:
-        t = scope.thread(cooperative, str(thread_marker))
-        p = scope.process(cooperative, str(process_marker))
-        time.sleep(0.5)
+        t = scope.thread(cooperative, str(thread_marker), str(tmp_path / "t-ready"))
+        p = scope.process(cooperative, str(process_marker), str(tmp_path / "p-ready"))
+        wait_for_file(tmp_path / "t-ready")  # both inside their try
+        wait_for_file(tmp_path / "p-ready")
     assert thread_marker.read_text() == "cleaned up"
     assert process_marker.read_text() == "cleaned up"
     assert (t.ended_by, p.ended_by) == ("stopped", "stopped")
@@ -119,8 +123,8 @@ def test_cooperative_stop_runs_finally_and_reports_stopped(tmp_path: Path) -> No
 def test_sigterm_step_raises_stopped_so_finally_runs(tmp_path: Path) -> None:
     marker = tmp_path / "m"
     with Scope(grace=0.2, kill_after=10) as scope:
-        worker = scope.process(finally_on_sigterm, str(marker))
-        time.sleep(0.5)
+        worker = scope.process(finally_on_sigterm, str(marker), str(tmp_path / "ready"))
+        wait_for_file(tmp_path / "ready")  # inside its try
     assert marker.read_text() == "finally ran"
     assert worker.ended_by == "terminated"
 
@@ -182,22 +186,27 @@ def test_stopped_from_above_join_raises_stopped() -> None:
         scope.join(timeout=60)
 
 
-def test_nested_scopes_stop_from_the_outside_in() -> None:
+def test_nested_scopes_stop_from_the_outside_in(tmp_path: Path) -> None:
     reasons: list[str | None] = []
+    inner_running = threading.Event()
 
     def inner_body() -> None:
         with Scope(grace=5) as inner:
-            inner.process(quiesce_sleep_forever)
+            inner.process(quiesce_sleep_forever, str(tmp_path / "p"))
             w = inner.thread(current_reason)
-            inner.thread(quiesce_sleep_forever)
+            inner.thread(quiesce_sleep_forever, str(tmp_path / "t"))
             try:
+                assert w.join(30)  # it read its reason before any stop
+                wait_for_file(tmp_path / "p")
+                wait_for_file(tmp_path / "t")
+                inner_running.set()
                 inner.join()
             finally:
                 reasons.append(w.result)
 
     with Scope(grace=10) as outer:
         worker = outer.thread(inner_body)
-        time.sleep(1.0)
+        assert inner_running.wait(30)
         outer.stop("outer stop")
         outer.join(timeout=60)
     assert worker.ended_by == "stopped"
@@ -211,11 +220,12 @@ def test_process_that_dies_fails_with_process_died() -> None:
     assert info.value.exitcode == 3
 
 
-def test_worker_stop_stops_only_that_worker() -> None:
+def test_worker_stop_stops_only_that_worker(tmp_path: Path) -> None:
     with Scope(grace=5) as scope:
-        a = scope.process(quiesce_sleep_forever)
-        b = scope.thread(quiesce_sleep_forever)
-        time.sleep(0.3)
+        a = scope.process(quiesce_sleep_forever, str(tmp_path / "a"))
+        b = scope.thread(quiesce_sleep_forever, str(tmp_path / "b"))
+        wait_for_file(tmp_path / "a")  # both about to sleep
+        wait_for_file(tmp_path / "b")
         a.stop("just a")
         assert a.join(timeout=30)
         assert b.alive
@@ -300,7 +310,7 @@ def test_fifty_scope_cycles_leak_no_fd_thread_or_process() -> None:
         with Scope(grace=2, kill_after=1) as scope:
             scope.thread(quiesce_sleep_forever)
             scope.process(quiesce_sleep_forever)
-            time.sleep(0.01)
+            time.sleep(0.01)  # deliberate: a short body, the ladder may meet workers mid-start
 
     cycle()  # warm up lazily created helpers (watcher, launcher, guardian, arenas)
     gc.collect()
@@ -324,11 +334,12 @@ def test_every_rung_of_the_ladder_under_each_start_method(method: str, tmp_path:
     coop_marker, term_marker = tmp_path / "coop", tmp_path / "term"
     started = time.monotonic()
     with Scope(grace=1.0, kill_after=1.0, mp_context=method) as scope:
-        coop = scope.process(cooperative, str(coop_marker))
-        term = scope.process(finally_on_sigterm, str(term_marker))
-        kill = scope.process(ignore_sigterm_forever)
-        time.sleep(1.5)  # let spawn children import and start their targets
-    assert time.monotonic() - started < 1.5 + 1.0 + 1.0 + MARGIN
+        coop = scope.process(cooperative, str(coop_marker), str(tmp_path / "coop-ready"))
+        term = scope.process(finally_on_sigterm, str(term_marker), str(tmp_path / "term-ready"))
+        kill = scope.process(ignore_sigterm_forever, str(tmp_path / "kill-ready"))
+        for name in ("coop", "term", "kill"):  # spawn children import, then start their targets
+            wait_for_file(tmp_path / f"{name}-ready")
+    assert time.monotonic() - started < 1.0 + 1.0 + MARGIN
     assert (coop.ended_by, term.ended_by, kill.ended_by) == ("stopped", "terminated", "killed")
     assert coop_marker.read_text() == "cleaned up"
     assert term_marker.read_text() == "finally ran"

@@ -14,7 +14,7 @@ import pytest
 
 import quiesce
 
-from procs import alive, seconds_until_gone
+from procs import alive, descendants_running, seconds_until_gone, wait_for
 
 PROGRAMS = Path(__file__).parent / "programs"
 DEEP_TREE = str(PROGRAMS / "deep_tree.py")
@@ -181,7 +181,7 @@ def test_run_command_in_a_worker_stops_with_its_scope(tmp_path: Path) -> None:
 
     with quiesce.Scope(grace=5, kill_after=5) as scope:
         worker = scope.thread(runs_a_command)
-        time.sleep(0.3)
+        wait_for(lambda: descendants_running(os.getpid(), ["sleep", "60"]), "the command to run")
         started = time.monotonic()
     assert worker.ended_by == "stopped"
     assert time.monotonic() - started < 1.0 + MARGIN

@@ -6,6 +6,7 @@ the real command (`python -m quiesce run`), real signals and real orphans.
 
 from __future__ import annotations
 
+import os
 import shutil
 import signal
 import subprocess
@@ -16,7 +17,15 @@ from pathlib import Path
 import psutil
 import pytest
 
-from procs import alive
+from procs import (
+    alive,
+    catches,
+    cmdline,
+    descendants_running,
+    state,
+    wait_for,
+    wait_for_file,
+)
 
 PROGRAMS = Path(__file__).parent / "programs"
 QUIESCE = [sys.executable, "-m", "quiesce"]
@@ -40,11 +49,18 @@ def wait_started(proc: subprocess.Popen[str]) -> int:
     return int(line.split(" as PID ")[1].split()[0])
 
 
-def zombie_children(pid: int) -> int:
+def wait_trapped(bash: int) -> None:
+    """Until ``bash`` has its TERM trap set and its background ``sleep 30`` runs."""
+    wait_for(lambda: catches(bash, signal.SIGTERM), "bash to set its TERM trap")
+    wait_for(lambda: descendants_running(bash, ["sleep", "30"]), "bash to start `sleep 30`")
+
+
+def children_of(pid: int) -> set[int]:
+    """Children of ``pid``, zombies included (a zombie is a child until it is reaped)."""
     try:
-        return sum(c.status() == psutil.STATUS_ZOMBIE for c in psutil.Process(pid).children())
+        return {c.pid for c in psutil.Process(pid).children()}
     except psutil.Error:
-        return 0
+        return set()
 
 
 def finish(proc: subprocess.Popen[str]) -> None:
@@ -107,8 +123,9 @@ def test_timeout_is_124_and_ends_the_tree(tmp_path: Path) -> None:
 def test_signals_are_forwarded_and_status_is_128_plus_n(sig: signal.Signals) -> None:
     proc = start("--", "sleep", "30")
     try:
-        wait_started(proc)
-        time.sleep(0.1)  # let `sleep` exec
+        command = wait_started(proc)
+        # "started" comes once the exec succeeded: `sleep` runs, no Python handler of ours
+        wait_for(lambda: cmdline(command) == ["sleep", "30"], "`sleep` to exec")
         proc.send_signal(sig)
         assert proc.wait(20) == 128 + sig
     finally:
@@ -120,8 +137,7 @@ def test_a_handler_behind_bash_gets_its_full_grace(tmp_path: Path) -> None:
     proc = start("--grace", "5", "--", "bash", "-c",
                  f"trap 'sleep 1.5; echo done > {marker}; exit 0' TERM; sleep 30 & wait")
     try:
-        wait_started(proc)
-        time.sleep(0.2)
+        wait_trapped(wait_started(proc))
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(20) == 0  # the trap's own status: it was not killed
     finally:
@@ -134,8 +150,7 @@ def test_a_handler_slower_than_grace_is_killed(tmp_path: Path) -> None:
     proc = start("--grace", "0.5", "--", "bash", "-c",
                  f"trap 'sleep 10; echo done > {marker}' TERM; sleep 30 & wait")
     try:
-        wait_started(proc)
-        time.sleep(0.2)
+        wait_trapped(wait_started(proc))
         sent = time.monotonic()
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(20) == 128 + signal.SIGKILL
@@ -151,39 +166,71 @@ def test_a_handler_slower_than_grace_is_killed(tmp_path: Path) -> None:
                                     "(sleep 60 & echo $! > {out})"], ids=["setsid", "double-fork"])
 def test_leftovers_are_ended_before_quiesce_exits(escape: str, tmp_path: Path) -> None:
     out = tmp_path / "pid"
+    # exit once the leftover has escaped and exec'd `sleep` (setsid runs setsid() first)
     result = quiesce_run("--grace", "1", "--", "bash", "-c",
-                         escape.format(out=out) + "; sleep 0.2; exit 5")
+                         escape.format(out=out) + f"; p=$(cat {out}); "
+                         "until [ \"$(cat /proc/$p/comm)\" = sleep ]; do sleep 0.01; done; "
+                         "exit 5")
     assert result.returncode == 5
     assert not alive(int(out.read_text())), "a leftover survived quiesce run"
 
 
-def test_a_reaping_storm_leaves_no_zombie() -> None:
-    """100 orphans exit while the command still runs: each is reaped at once."""
-    storm = "for i in $(seq 100); do (sleep 0.3 &) ; done; sleep 3"
-    proc = start("--", "bash", "-c", storm)
+def storm(directory: Path) -> str:
+    """100 orphans (re-parented to the subreaper), their PIDs written to ``directory/pids``;
+    then the command waits for its stdin to close."""
+    pids = directory / "pids"
+    return (f"for i in $(seq 100); do (sleep 60 & echo $! >> {pids}.tmp); done; "
+            f"mv {pids}.tmp {pids}; read line; exit 0")
+
+
+def orphans_of(supervisor: int, directory: Path) -> list[int]:
+    """The storm's orphans, once every one of them runs as a child of ``supervisor``."""
+    pids = [int(p) for p in wait_for_file(directory / "pids").split()]
+    assert len(pids) == 100
+    wait_for(lambda: set(pids) <= children_of(supervisor)
+             and all(state(p) == "S" for p in pids), "100 orphans adopted by the subreaper")
+    return pids
+
+
+def test_a_reaping_storm_leaves_no_zombie(tmp_path: Path) -> None:
+    """100 orphans die at once while the command still runs: each is reaped."""
+    proc = subprocess.Popen([*QUIESCE, "run", "-v", "--", "bash", "-c", storm(tmp_path)],
+                            stdin=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         wait_started(proc)
-        time.sleep(1.5)  # the orphans have all exited by now
-        assert zombie_children(proc.pid) == 0
-        assert not [c for c in psutil.Process(proc.pid).children() if c.name() == "sleep"
-                    and c.status() == psutil.STATUS_ZOMBIE]
+        pids = orphans_of(proc.pid, tmp_path)  # adopted: ours to kill, quiesce's to reap
+        for pid in pids:
+            os.kill(pid, signal.SIGKILL)
+        wait_for(lambda: not set(pids) & children_of(proc.pid), "every orphan to be reaped")
+        assert proc.poll() is None, "reaped only because quiesce run exited"
+        assert proc.stdin is not None
+        proc.stdin.close()
         assert proc.wait(20) == 0
     finally:
         finish(proc)
 
 
-def test_negative_control_a_subreaper_that_does_not_reap_piles_up_zombies() -> None:
-    """Proves the zombie check above can fail."""
-    storm = "for i in $(seq 100); do (sleep 0.3 &) ; done; sleep 3"
-    proc = subprocess.Popen([sys.executable, str(PROGRAMS / "no_reaper.py"), "3", "bash", "-c",
-                             storm], stdout=subprocess.PIPE, text=True)
+def test_negative_control_a_subreaper_that_does_not_reap_piles_up_zombies(
+        tmp_path: Path) -> None:
+    """Proves the check above can fail: the same storm under a subreaper that never reaps."""
+    proc = subprocess.Popen([sys.executable, str(PROGRAMS / "no_reaper.py"), "0", "bash", "-c",
+                             storm(tmp_path)], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                            text=True)
     try:
-        assert proc.stdout is not None
+        assert proc.stdout is not None and proc.stdin is not None
         pid = int(proc.stdout.readline())
-        time.sleep(1.5)
-        assert zombie_children(pid) >= 90
+        pids = orphans_of(pid, tmp_path)
+        for orphan in pids:
+            os.kill(orphan, signal.SIGKILL)
+        wait_for(lambda: all(state(p) == "Z" for p in pids), "every orphan to die")
+        assert set(pids) <= children_of(pid)  # zombies, still there: the check would fail
+        proc.stdin.close()
     finally:
-        proc.wait(30)
+        if proc.stdin is not None:
+            proc.stdin.close()
+        proc.wait(30)  # the command ended: no_reaper reaps everything and exits
+        if proc.stdout is not None:
+            proc.stdout.close()
 
 
 # -- PID 1 ------------------------------------------------------------------------------------
@@ -208,17 +255,15 @@ def _can_unshare(*extra: str) -> bool:
 ])
 def test_as_pid_1_in_a_pid_namespace(proc_mount: list[str], tmp_path: Path) -> None:
     """With its own /proc, and blind (the host's /proc): then kill(-1) does the job."""
-    marker = tmp_path / "ppid"
+    marker, escaped = tmp_path / "ppid", tmp_path / "escaped"
     argv = [*UNSHARE, *proc_mount, *QUIESCE, "run",
             "--grace", "1", "--", "bash", "-c",
-            f"echo $PPID > {marker}; (setsid sleep 60 &); sleep 60"]
+            f"(setsid sh -c 'echo > {escaped}; exec sleep 60' &); "
+            f"until [ -s {escaped} ]; do sleep 0.01; done; echo $PPID > {marker}; sleep 60"]
     proc = subprocess.Popen(argv)
     try:
-        deadline = time.monotonic() + 20
-        while not (marker.exists() and marker.read_text()) and time.monotonic() < deadline:
-            time.sleep(0.02)
-        assert marker.read_text().strip() == "1", "quiesce is not PID 1 in the namespace"
-        time.sleep(0.2)
+        # the escaper is in its own session; the command started, so PID 1's handlers are set
+        assert wait_for_file(marker).strip() == "1", "quiesce is not PID 1 in the namespace"
         supervisor = psutil.Process(proc.pid).children()[0]
         supervisor.send_signal(signal.SIGTERM)  # PID 1 ignores signals it has no handler for
         assert proc.wait(20) == 128 + signal.SIGTERM

@@ -36,7 +36,7 @@ def _run_scope(tmp_path: Path, *, roots: int, depth: int, ignore_term: bool,
             while not ready.exists():
                 assert time.monotonic() < deadline, "the escapers never all started"
                 time.sleep(0.02)
-        time.sleep(0.1)
+        time.sleep(0.1)  # deliberate observation window: a stray signal would land by now
         assert alive(stranger.pid), "an unrelated process was signalled"
         return len(os.listdir(marks)), survivors(str(marks))
     finally:

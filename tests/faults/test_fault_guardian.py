@@ -22,7 +22,7 @@ import time
 
 import pytest
 
-from procs import alive, seconds_until_gone
+from procs import alive, seconds_until_gone, state, wait_for
 
 OWNER = r"""
 import json, subprocess, sys
@@ -63,21 +63,37 @@ def _owner_dies_with(stranger: subprocess.Popen[bytes], register_stranger: bool,
             owner.wait()
 
 
+def _unread(pid: int, fd: int) -> int | None:
+    """Bytes waiting in the receive queue of socket ``fd`` of ``pid`` (by ``ss``), or None
+    if that cannot be told."""
+    try:
+        out = subprocess.run(["ss", "-xHp"], capture_output=True, text=True, timeout=10).stdout
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    for line in out.splitlines():
+        if f"pid={pid},fd={fd})" in line or f"pid={pid},fd={fd}," in line:
+            return int(line.split()[2])  # Netid State Recv-Q Send-Q ...
+    return None
+
+
 def _wait_until_watching(guardian: int) -> None:
-    """Until the guardian waits on the owner's pidfd, then a little more: it has read
-    the lines the owner sent before (lines read only after the owner's death cannot be
-    checked against its tree any more, and are trusted: only the owner holds the socket)."""
-    deadline = time.monotonic() + 10
-    while time.monotonic() < deadline:
+    """Until the guardian waits on the owner's pidfd and has read every line the owner
+    sent (lines read only after the owner's death cannot be checked against its tree
+    any more, and are trusted: only the owner holds the socket)."""
+    def has_pidfd() -> bool:
         try:
-            links = [os.readlink(f"/proc/{guardian}/fd/{fd}")
-                     for fd in os.listdir(f"/proc/{guardian}/fd")]
+            return any("pidfd" in os.readlink(f"/proc/{guardian}/fd/{fd}")
+                       for fd in os.listdir(f"/proc/{guardian}/fd"))
         except OSError:
-            links = []
-        if any("pidfd" in link for link in links):
-            break
-        time.sleep(0.01)
-    time.sleep(0.3)  # it polls stdin every 50 ms at most
+            return False
+
+    wait_for(has_pidfd, "the guardian to open the owner's pidfd", timeout=10)
+    if _unread(guardian, 0) is None:  # no ss here: it polls stdin every 50 ms at most
+        time.sleep(0.3)
+        return
+    # Nothing left unread on its socket, and it sleeps (back in poll): every line was read.
+    wait_for(lambda: _unread(guardian, 0) == 0 and state(guardian) == "S",
+             "the guardian to read the owner's lines", timeout=10)
 
 
 @pytest.mark.parametrize("how", ["injected", "registered-by-the-owner"])

@@ -45,7 +45,7 @@ def test_owner_sigkilled_at_a_random_moment_leaves_no_orphan(mode: str,
         assert owner.stdout is not None
         assert owner.stdout.readline().strip() == "ready"
         delay = rng.random() * 0.6
-        time.sleep(delay)
+        time.sleep(delay)  # deliberate: the SIGKILL lands at a random point of the owner's life
         owner.send_signal(signal.SIGKILL)
         owner.wait(10)
         where = f"seed {seed}, round {round_}, killed {delay:.3f} s after ready"

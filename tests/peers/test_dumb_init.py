@@ -15,8 +15,6 @@ import re
 import signal
 import subprocess
 import sys
-import time
-from pathlib import Path
 
 import pytest
 from peerkit import (
@@ -25,6 +23,7 @@ from peerkit import (
     PRINT_SIGNALS,
     QUIESCE,
     alive,
+    children,
     descendants,
     finish,
     kill_quietly,
@@ -219,12 +218,16 @@ def test_single_child_doesnt_signal_entire_group() -> None:
 
 def _spawn_process_which_dies_with_children(mode: list[str]
                                             ) -> tuple[subprocess.Popen[bytes], int]:
+    """The command starts the printer and exits once the printer is ready (its handlers
+    are set) and our end of its stdin closes: not after a fixed second."""
     proc = subprocess.Popen(
         [*QUIESCE, *mode, "-k", "1", "--", "sh", "-c",
-         f"{' '.join(PRINT_SIGNALS)} & sleep 1"], stdout=subprocess.PIPE)
-    assert proc.stdout is not None
+         f"{' '.join(PRINT_SIGNALS)} & read line; exit 0"], stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE)
+    assert proc.stdout is not None and proc.stdin is not None
     match = re.match(rb"ready \(pid: (\d+)\)\n", proc.stdout.readline())
     assert match
+    proc.stdin.close()
     return proc, int(match.group(1))
 
 
@@ -344,16 +347,42 @@ def test_working_directories(mode: list[str]) -> None:
 
 # -- tests/test-zombies ----------------------------------------------------------------------
 
+# A middle process forks the orphan-to-be and exits; the orphan waits until it has
+# been re-parented, says to whom, and exits; the command then waits for its stdin to close.
+ORPHANING_COMMAND = """
+import os, sys, time
+if os.fork() == 0:
+    middle = os.getpid()
+    if os.fork() == 0:
+        while os.getppid() == middle:
+            time.sleep(0.001)
+        print("orphan", os.getpid(), "adopted by", os.getppid(), flush=True)
+    os._exit(0)
+os.wait()
+sys.stdin.read()
+"""
+
+
 def test_zombies_are_reaped() -> None:
-    """dumb-init tests/test-zombies: a grandchild orphaned while running leaves no zombie."""
-    proc = subprocess.Popen([*QUIESCE, "--", "bash", "-c",
-                             "bash -c 'echo i am a zombie' & sleep 1"],
-                            stdout=subprocess.DEVNULL)
+    """dumb-init tests/test-zombies: a grandchild orphaned while running leaves no zombie.
+
+    The orphan is adopted by quiesce (a child subreaper) and exits while the
+    command still runs: quiesce reaps it then, not only at the end.
+    """
+    proc = subprocess.Popen([*QUIESCE, "--", sys.executable, "-c", ORPHANING_COMMAND],
+                            stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
     try:
-        time.sleep(0.6)
-        zombies = [p for p in descendants(proc.pid) if Path(f"/proc/{p}").exists()
-                   and process_state(p) == "zombie"]
-        assert zombies == []
+        assert proc.stdout is not None and proc.stdin is not None
+        words = proc.stdout.readline().split()
+        assert words[:1] == ["orphan"], words
+        orphan, parent = int(words[1]), int(words[4])
+        assert parent == proc.pid, "the orphan was not adopted by quiesce"
+
+        # A zombie is still quiesce's child; reaped, it is gone from /proc.
+        wait_until(lambda: orphan not in children(proc.pid), timeout=20,
+                   message=f"orphan {orphan} was never reaped")
+        assert proc.poll() is None  # the command still runs: reaped on the way, not at exit
+        proc.stdin.close()
         assert proc.wait(20) == 0
     finally:
         finish(proc)

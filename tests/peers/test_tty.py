@@ -14,8 +14,11 @@ import sys
 import termios
 import time
 
+import psutil
 import pytest
 from peerkit import QUIESCE, descendants, kill_quietly
+
+from procs import catches, descendants_running, stat_fields, wait_for
 
 EOF_KEY = b"\x04"
 INTR_KEY = b"\x03"
@@ -120,7 +123,10 @@ def test_no_spurious_hangup_and_sighup_is_forwarded() -> None:
     pid, fd = spawn([*QUIESCE, "-v", "--", "sleep", "20"])
     try:
         ttyflags(fd)
-        time.sleep(0.5)
+        # quiesce sets its handlers before it starts the command: once `sleep` runs,
+        # a SIGHUP is quiesce's to forward (before, it would kill quiesce outright)
+        wait_for(lambda: descendants_running(pid, ["sleep", "20"]), "the command to exec")
+        assert catches(pid, signal.SIGHUP)
         os.kill(pid, signal.SIGHUP)
         output = readall(fd, time.monotonic() + 20).decode()
         assert reap(pid) == 128 + signal.SIGHUP
@@ -190,8 +196,16 @@ def test_ctrl_z_makes_quiesce_a_stopped_job_of_the_shell() -> None:
         expect(b"Stopped")
         os.write(fd, b"echo back-at-$((40+2))\n")
         expect(b"back-at-42")  # the shell reads the terminal again
+        [supervisor] = [c for c in psutil.Process(pid).children() if "quiesce" in c.cmdline()]
+        [command] = [c.pid for c in supervisor.children() if os.getpgid(c.pid) == c.pid]
         os.write(fd, b"fg\n")
-        time.sleep(0.5)
+
+        def resumed_in_the_foreground() -> bool:
+            fields = stat_fields(command)  # state, ppid, pgrp, session, tty, tpgid
+            return fields[0] != "T" and fields[5] == fields[2]
+
+        wait_for(resumed_in_the_foreground, "`fg` to resume the command and give it the "
+                 "terminal", timeout=10)
         os.write(fd, INTR_KEY)  # reaches the command's group: it has the terminal again
         os.write(fd, b"echo status-$?\n")
         expect(b"status-130")
@@ -205,6 +219,7 @@ def test_ctrl_z_makes_quiesce_a_stopped_job_of_the_shell() -> None:
 def test_verbose_logging_with_tostop_does_not_stop_anything() -> None:
     """quiesce's own: with ``stty tostop`` a background write raises SIGTTOU; quiesce's
     -v lines, written while the command has the terminal, must not pass for job control."""
+    # deliberate: the command holds the terminal 0.3 s while quiesce writes its -v lines
     pid, fd = spawn(["/bin/sh", "-c", f"stty tostop; exec {' '.join(QUIESCE)} -v -- "
                                       "sh -c 'sleep 0.3; exit 5'"])
     try:

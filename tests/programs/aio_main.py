@@ -17,8 +17,10 @@ Modes:
 
 import asyncio
 import os
+import shutil
 import signal
 import sys
+import tempfile
 import time
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
@@ -32,8 +34,27 @@ def write(directory: str, name: str, text: str) -> None:
         f.write(text)
 
 
+READY = "AIO_MAIN_READY"  # a directory, not DIR (the tests list that); children inherit it
+
+
+def mark_ready(name: str) -> None:
+    """This worker has its handlers set and is inside its try."""
+    with open(os.path.join(os.environ[READY], name), "w"):
+        pass
+
+
+async def wait_ready(count: int) -> None:
+    deadline = time.monotonic() + 30
+    while len(os.listdir(os.environ[READY])) < count:
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"only {os.listdir(os.environ[READY])} of {count} workers "
+                               "got ready")
+        await asyncio.sleep(0.005)
+
+
 def thread_worker(directory: str) -> None:
     try:
+        mark_ready("thread")
         quiesce.sleep(60)
     finally:
         write(directory, "thread", "thread finally")
@@ -41,6 +62,7 @@ def thread_worker(directory: str) -> None:
 
 def process_worker(directory: str) -> None:
     try:
+        mark_ready("process")
         while True:
             time.sleep(0.01)  # ignores its token: the ladder's SIGTERM raises Stopped
     finally:
@@ -49,18 +71,21 @@ def process_worker(directory: str) -> None:
 
 def stubborn_process() -> None:
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    mark_ready("stubborn")
     while True:
         time.sleep(0.01)
 
 
 async def task_worker(directory: str) -> None:
     try:
+        mark_ready("task")
         await asyncio.sleep(60)
     finally:
         write(directory, "task", "task finally")
 
 
-async def swallower() -> None:
+async def swallower(name: str = "swallower") -> None:
+    mark_ready(name)
     while True:
         try:
             await asyncio.sleep(60)
@@ -69,11 +94,48 @@ async def swallower() -> None:
 
 
 def stuck_call() -> None:
+    mark_ready("stuck")
     while True:
         time.sleep(0.01)
 
 
+def awaiting(task: "asyncio.Task[object]", name: str) -> bool:
+    """Whether ``task`` is suspended in a coroutine named ``name`` (down its await chain)."""
+    coro: object = task.get_coro()
+    while coro is not None:
+        code = getattr(coro, "cr_code", None) or getattr(coro, "gi_code", None)
+        if code is not None and code.co_name == name:
+            return True
+        coro = getattr(coro, "cr_await", None) or getattr(coro, "gi_yieldfrom", None)
+    return False
+
+
+def say_ready_once_awaiting(task: "asyncio.Task[object] | None", name: str) -> None:
+    """Print 'ready' once ``task`` waits in ``name`` (checked on the loop every 5 ms)."""
+    assert task is not None
+    loop = asyncio.get_running_loop()
+    deadline = time.monotonic() + 30
+
+    def check() -> None:
+        if awaiting(task, name):
+            print("ready", flush=True)
+        elif time.monotonic() > deadline:
+            print(f"never waited in {name}", flush=True)
+        else:
+            loop.call_later(0.005, check)
+
+    loop.call_soon(check)
+
+
 async def main(mode: str, directory: str) -> int:
+    os.environ[READY] = tempfile.mkdtemp()
+    try:
+        return await run_workers(mode, directory)
+    finally:
+        shutil.rmtree(os.environ[READY], ignore_errors=True)
+
+
+async def run_workers(mode: str, directory: str) -> int:
     if mode.startswith("return-"):
         return int(mode.split("-", 1)[1])
     if mode == "raise":
@@ -83,22 +145,26 @@ async def main(mode: str, directory: str) -> int:
         if mode == "stubborn":
             scope.task(swallower())
             scope.process(stubborn_process)
+            workers = 2
         elif mode == "stubborn-task":
             scope.task(swallower())
+            workers = 1
         elif mode == "stuck":
-            left_out = asyncio.get_running_loop().create_task(swallower())
+            left_out = asyncio.get_running_loop().create_task(swallower("left-out"))
             scope.task(asyncio.to_thread(stuck_call))
             assert left_out
+            workers = 2
         else:
             scope.task(task_worker(directory))
             scope.thread(thread_worker, directory)
             scope.process(process_worker, directory)
             marker = os.path.join(directory, "popen")
             scope.popen(["bash", "-c", f"trap 'echo trapped > {marker}; exit 0' TERM; "
-                         "sleep 60 & wait"])
-        await asyncio.sleep(0.3)  # let the workers install their handlers
+                         f": > {os.path.join(os.environ[READY], 'popen')}; sleep 60 & wait"])
+            workers = 4
+        await wait_ready(workers)  # every handler is set, every worker inside its try
         if mode == "stubborn-task":
-            asyncio.get_running_loop().call_later(0.2, lambda: print("ready", flush=True))
+            say_ready_once_awaiting(asyncio.current_task(), "__aexit__")
             return 3  # leaving: the scope waits for the swallower (grace 30 s)
         try:  # before 'ready': the signal may land the moment it is printed
             print("ready", flush=True)

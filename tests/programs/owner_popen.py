@@ -15,8 +15,8 @@ if __name__ == "__main__":
     directory = sys.argv[1]
     with quiesce.Scope() as scope:
         scope.popen([sys.executable, DEEP_TREE, "4", directory, "setsid"])
-        while len(os.listdir(directory)) < 4:
-            time.sleep(0.01)
-        time.sleep(0.1)
+        levels = [os.path.join(directory, str(level)) for level in range(1, 5)]
+        while not all(os.path.exists(p) and os.path.getsize(p) for p in levels):
+            time.sleep(0.01)  # every level wrote its PID (the deepest after its setsid)
         print("ready", flush=True)
-        time.sleep(120)
+        time.sleep(120)  # until the test SIGKILLs us

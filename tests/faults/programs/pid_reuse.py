@@ -169,7 +169,7 @@ def scope_with_a_stranger(kind: str, tmp: str, path: str) -> None:
 
 
 def report(escaper: int, stranger: subprocess.Popen[bytes], child: int) -> dict[str, Any]:
-    time.sleep(0.2)  # a late stray signal would land by now
+    time.sleep(0.2)  # deliberate observation window: a late stray signal would land by now
     result = {"stranger": alive(stranger.pid), "stranger_child": alive(child),
               "escaper": alive(escaper)}
     stranger.kill()
@@ -178,7 +178,9 @@ def report(escaper: int, stranger: subprocess.Popen[bytes], child: int) -> dict[
         os.kill(child, 9)
     except ProcessLookupError:
         pass
-    time.sleep(0.1)
+    deadline = time.monotonic() + 10
+    while alive(child) and time.monotonic() < deadline:  # our own kills done, then look
+        time.sleep(0.002)
     me = os.getpid()
     left = []
     for p in psutil.process_iter(["pid", "cmdline", "status"]):
