@@ -86,7 +86,13 @@ class _Reader:
             if not waiter.done():
                 waiter.set_result(None)
         self.waiters.clear()
-        # Two system calls (epoll_ctl, close): after the waiters have run, not before.
+        # Two system calls (epoll_ctl, close) that may hand the GIL to the thread that
+        # stopped the token: not before the waiters have run, nor before what *they*
+        # wake (the task that awaits a waiting task) has: a turn of the loop later.
+        # (Meanwhile the fd is still readable: each turn calls us again, and we return.)
+        self.loop.call_soon(self._close_next_turn)
+
+    def _close_next_turn(self) -> None:
         self.loop.call_soon(self._close)
 
     def leave(self, waiter: asyncio.Future[None]) -> None:
@@ -130,7 +136,7 @@ async def wait_token(token: StopToken, is_stopped: Callable[[], bool],
     loop = asyncio.get_running_loop()
     waiter: asyncio.Future[None] = loop.create_future()
     leave = _join(loop, token, waiter, shared)
-    timer = None if timeout is None else _Timer(loop, waiter, timeout)
+    timer = None if timeout is None else WaitTimer(loop, waiter, timeout)
     try:
         if not is_stopped():  # it may have stopped before the registration
             await waiter
@@ -192,7 +198,7 @@ def _wake(waiter: asyncio.Future[None]) -> None:
         waiter.set_result(None)
 
 
-class _Timer:
+class WaitTimer:
     """``call_later`` for any finite delay (a huge one is honoured by re-arming)."""
 
     __slots__ = ("_deadline", "_handle", "_loop", "_waiter")
