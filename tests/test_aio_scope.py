@@ -60,6 +60,10 @@ def stubborn_process(pid_file: str) -> None:
         time.sleep(0.01)
 
 
+def stop_token_in_child(victim: quiesce.StopToken) -> None:
+    victim.stop("from the child")
+
+
 def square(x: int) -> int:
     return x * x
 
@@ -207,6 +211,171 @@ def test_task_argument_errors() -> None:
             scope.task(forever())
 
     asyncio.run(main())
+
+
+@pytest.mark.parametrize("loop", LOOPS)
+def test_a_task_token_stopped_by_anyone_cancels_that_task_alone(loop: str) -> None:
+    """The task itself, another thread, `worker.stop()`: each stop cancels its own task."""
+
+    async def stops_itself() -> None:
+        await asyncio.sleep(0.01)
+        quiesce.current_token().stop("myself")
+        await asyncio.sleep(3600)
+
+    async def main() -> tuple[list[asyncio.Task[None]], list[quiesce.Worker], bool]:
+        async with quiesce.Scope(grace=5.0) as scope:
+            tasks = [scope.task(stops_itself()), scope.task(forever()), scope.task(forever()),
+                     scope.task(forever())]
+            workers = scope.workers
+            thread = threading.Thread(target=workers[1].token.stop, args=("a thread",))
+            thread.start()
+            workers[2].stop("worker.stop")
+            await asyncio.wait(tasks[:3], timeout=10)
+            thread.join()
+            bystander_alive = not tasks[3].done() and not workers[3].token.stopped
+        return tasks, workers, bystander_alive
+
+    tasks, workers, bystander_alive = run_on(loop, main())
+    assert bystander_alive  # negative control: a sibling's stop is not ours
+    assert all(t.cancelled() for t in tasks)
+    assert [w.token.reason for w in workers[:3]] == ["myself", "a thread", "worker.stop"]
+    assert [w.ended_by for w in workers] == ["stopped"] * 4
+
+
+@pytest.mark.parametrize("loop", LOOPS)
+def test_a_stop_from_another_thread_reaches_every_task_and_its_token(loop: str) -> None:
+    """The scope's tokens link to no task token: the scope stops them, and cancels them."""
+    outer = quiesce.StopToken()
+    seen: list[tuple[quiesce.StopToken, bool]] = []
+
+    async def watch() -> None:
+        token = quiesce.current_token()
+        try:
+            await asyncio.sleep(3600)
+        finally:
+            seen.append((token, token.stopped))  # stopped before the cancel arrives
+
+    async def main() -> tuple[quiesce.Scope, float]:
+        started = time.monotonic()
+        with pytest.raises(quiesce.Stopped, match="from above"):
+            async with quiesce.Scope(grace=5.0, token=outer) as scope:
+                for _ in range(50):
+                    scope.task(watch())
+                await asyncio.sleep(0.01)
+                threading.Thread(target=outer.stop, args=("from above",)).start()
+                await asyncio.sleep(30)
+        return scope, time.monotonic() - started
+
+    scope, took = run_on(loop, main())
+    assert took < MARGIN
+    assert len(seen) == 50 and all(stopped for _, stopped in seen)
+    assert {token.reason for token, _ in seen} == {"from above"}
+    assert {r.ended_by for r in scope.report()} == {"stopped"}
+
+
+@pytest.mark.parametrize("loop", LOOPS)
+def test_the_token_of_a_task_that_finished_still_stops_with_its_scope(loop: str) -> None:
+    """What a finished task left below its token (here a child token) stops with the scope."""
+
+    async def leave_a_child() -> quiesce.StopToken:
+        return quiesce.current_token().child()
+
+    async def main() -> tuple[quiesce.StopToken, bool]:
+        async with quiesce.Scope(grace=5.0) as scope:
+            child = await scope.task(leave_a_child())
+            scope.task(forever())
+            running_then = not child.stopped
+        return child, running_then
+
+    child, running_then = run_on(loop, main())
+    assert running_then  # negative control: not stopped by the task's own end
+    assert child.stopped
+
+
+def test_a_task_token_stays_in_its_process_and_a_child_of_it_crosses(tmp_path: Any) -> None:
+    """A task's token is local (no fd): sent to a process it says to pass `child()`, which works."""
+    import pickle
+
+    async def main() -> tuple[str, str]:
+        token = quiesce.current_token()
+        with pytest.raises(TypeError, match=r"child\(\)") as refused:
+            pickle.dumps(token)
+        async with quiesce.Scope(grace=5.0) as inner:
+            child = token.child()
+            worker = inner.process(stop_token_in_child, child)
+            await quiesce.aio.to_thread(worker.join, 30)
+        return str(refused.value), child.reason or ""
+
+    async def outer() -> tuple[str, str]:
+        async with quiesce.Scope(grace=5.0) as scope:
+            return await scope.task(main())
+
+    message, reason = asyncio.run(outer())
+    assert "local" in message
+    assert reason == "from the child"  # the child's stop reached this process
+
+
+def test_a_task_shares_its_scopes_deadline() -> None:
+    async def main() -> tuple[float | None, float | None, bool]:
+        async with quiesce.move_on_after(0.2), quiesce.Scope(grace=5.0) as scope:
+            task = scope.task(forever())
+            [worker] = scope.workers
+            await asyncio.sleep(30)
+        return scope.token.deadline, worker.token.deadline, task.cancelled()
+
+    scope_deadline, task_deadline, cancelled = asyncio.run(main())
+    assert scope_deadline is not None and task_deadline == scope_deadline
+    assert cancelled
+
+
+@pytest.mark.parametrize("loop", LOOPS)
+def test_a_task_that_fails_while_being_cancelled_is_raised_and_reported(loop: str) -> None:
+    async def fail_on_cancel() -> None:
+        try:
+            await asyncio.sleep(3600)
+        except asyncio.CancelledError:
+            raise ValueError("while cancelled") from None
+
+    async def main() -> quiesce.Scope:
+        with pytest.raises(ValueError, match="while cancelled"):
+            async with quiesce.Scope(grace=5.0) as scope:
+                scope.task(forever())
+                scope.task(fail_on_cancel())
+                scope.task(forever())
+                await asyncio.sleep(0.01)
+        return scope
+
+    scope = run_on(loop, main())
+    assert [r.ended_by for r in scope.report()] == ["stopped", "failed", "stopped"]
+
+
+def test_join_a_task_from_another_thread() -> None:
+    """`worker.join` (another thread) waits for the task, though its end is a flag on the loop."""
+    results: list[bool] = []
+
+    async def main() -> None:
+        async with quiesce.Scope(grace=5.0) as scope:
+            release = asyncio.Event()
+            scope.task(release.wait())
+            [worker] = scope.workers
+            joined = threading.Event()
+
+            def join() -> None:
+                results.append(worker.join(timeout=0.05))  # still running
+                joined.set()
+                results.append(worker.join(timeout=10))
+
+            thread = threading.Thread(target=join)
+            thread.start()
+            while not joined.is_set():
+                await asyncio.sleep(0.005)
+            release.set()
+            await asyncio.sleep(0.01)
+            thread.join()  # returns at once: the task has ended
+        assert worker.ended_by == "finished"
+
+    asyncio.run(main())
+    assert results == [False, True]
 
 
 # -- the loop keeps ticking ----------------------------------------------------------------------

@@ -38,6 +38,7 @@ if TYPE_CHECKING:  # asyncio is imported only by programs that use it
     import asyncio
 
     from quiesce._core._async_wait import TaskCanceller
+    from quiesce._scope._task_worker import CancelBatch, TaskWorker
 
 _Waiters = list[tuple["asyncio.AbstractEventLoop", "asyncio.Future[None]"]]
 
@@ -50,6 +51,9 @@ class AsyncScope:
     _token: StopToken
     _grace: float
     _lock: threading.RLock
+    _changed: threading.Condition
+    _running: set[Worker]
+    _solo_ladders: int
     _hurry: threading.Event
     _ladder_done: threading.Event
     _ladder_started: bool
@@ -63,6 +67,8 @@ class AsyncScope:
         # async with: the loop it was entered on, what cancels its body, who awaits changes
         self._loop: asyncio.AbstractEventLoop | None = None
         self._body_canceller: TaskCanceller | None = None
+        self._task_cancels: CancelBatch | None = None  # hands tasks' cancels to the loop
+        self._tasks: list[TaskWorker] = []  # the workers that are tasks, in start order
         self._async_waiters: _Waiters = []
         self._hurry_waiters: _Waiters = []
         # Workers whose end the scope has taken in (their error recorded): a worker's
@@ -105,12 +111,12 @@ class AsyncScope:
             if self._loop is None:
                 raise RuntimeError(f"scope.task() needs a scope entered with `async with`; "
                                    f"scope {self.name!r} was not")
-            if loop is not self._loop:
+            if loop is not self._loop or self._task_cancels is None:
                 raise RuntimeError(f"scope.task() must be called on the loop that entered "
                                    f"scope {self.name!r}")
             label = name or getattr(coro, "__qualname__", None) or type(coro).__name__
             worker = TaskWorker(self._owner, f"{self.name}/{label}-{next(self._worker_ids)}",
-                                coro, loop)
+                                coro, loop, self._task_cancels)
         except BaseException:
             coro.close()
             raise
@@ -119,6 +125,8 @@ class AsyncScope:
         except BaseException:
             worker._close_unstarted()
             raise
+        with self._lock:
+            self._tasks.append(worker)
         assert worker.task is not None
         return worker.task
 
@@ -136,9 +144,11 @@ class AsyncScope:
         import asyncio
 
         from quiesce._core._async_wait import TaskCanceller
+        from quiesce._scope._task_worker import CancelBatch
 
         self.__enter__()
         self._loop = asyncio.get_running_loop()
+        self._task_cancels = CancelBatch(self._loop)
         body = asyncio.current_task()
         if body is not None:
             self._body_canceller = TaskCanceller(self._token, body, self._loop)
@@ -186,31 +196,51 @@ class AsyncScope:
         """
         import asyncio
 
-        from quiesce._scope._task_worker import TaskWorker, end_on_loop
+        from quiesce._scope._task_worker import end_on_loop
 
         with self._lock:
             if self._ladder_started:
                 return
-            alive = [w for w in self._workers if w.alive]
-        if alive and not all(isinstance(w, TaskWorker) for w in alive):
+            count = len(self._workers)
+            tasks = list(self._tasks)
+            others = [w for w in self._workers if w.kind != "task"] if count > len(tasks) else []
+        if any(w.alive for w in others):
             return  # the ladder's work
-        if alive:
-            hurry: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-            entry = (asyncio.get_running_loop(), hurry)
+        tasks_ended = not tasks
+        if tasks:
+            loop = asyncio.get_running_loop()
+            done: asyncio.Future[None] = loop.create_future()  # a second signal resolves it
+            entry = (loop, done)
             with self._lock:
                 self._hurry_waiters.append(entry)
             try:
                 if not self._hurry.is_set():
-                    await end_on_loop(alive, self._grace,  # type: ignore[arg-type]
-                                      f"scope {self.name!r} exited", hurry)
+                    await end_on_loop(tasks, self._grace, f"scope {self.name!r} exited",
+                                      done, self._record_ended)
+                    tasks_ended = True  # or abandoned
             finally:
                 with self._lock:
                     self._hurry_waiters.remove(entry)
         with self._lock:
-            if not self._ladder_started and all(self._needs_no_ladder(w) for w in self._workers):
+            # Every task has ended or is abandoned; has anything new started since?
+            if tasks_ended and not self._ladder_started and len(self._workers) == count \
+                    and all(self._needs_no_ladder(w) for w in others):
                 # _check_open refuses new workers from now on.
                 self._ladder_started = True
                 self._ladder_done.set()
+
+    def _record_ended(self, ended: list[Worker]) -> None:
+        """``Scope._worker_ended`` for a batch of tasks that did not fail: one lock, one wake.
+
+        (``_reported`` is for errors and threads: a task that did not fail is taken
+        in once it is not alive.)
+        """
+        with self._changed:
+            self._running.difference_update(ended)
+            if not self._running or self._solo_ladders:
+                self._changed.notify_all()
+        if self._async_waiters:
+            self._wake_async()
 
     def _needs_no_ladder(self, worker: Worker) -> bool:
         """Ended for good, and taken in: a thread that returned, a task that ended or

@@ -4,37 +4,53 @@ To the scope a task is one more worker, so the same ladder, report and
 error rules apply; what each rung means differs:
 
 1. the token stops: the task is cancelled. The cancel is handed to the
-   task's loop (``call_soon_threadsafe``) from whatever thread stopped the
-   token — at once, in that thread, not after the ladder thread starts, so
-   a scope of tasks ends as fast as an ``asyncio.TaskGroup``;
+   task's loop from whatever thread stopped the token — at once, in that
+   thread, not after the ladder thread starts — through the scope's
+   ``CancelBatch``: one ``call_soon_threadsafe`` for every task a stop
+   reaches, not one each (a self-pipe write, ~10 us, per task);
 2. after ``grace``, a task still running has swallowed its cancellation:
    it is cancelled once more and *abandoned* (reported, no longer waited
    for), so it never holds its scope beyond the grace;
 3. there is nothing to kill: ``kill_after`` does not apply to tasks.
 
 The task runs in a copy of the creator's context in which
-``current_token()`` is its own token (a child of the scope's), so scopes,
-threads and processes it starts nest below it. That token is local to the
-process, like a pool task's: stopping 100 of them costs no system call
-(an eventfd write is ~10 us here); pass ``token.child()`` to a process.
+``current_token()`` is its own token, so scopes, threads and processes it
+starts nest below it. That token is local to the process, like a pool
+task's (no fd, no shared memory: stopping one costs no system call; pass
+``token.child()`` to a process). It stops when the scope's token stops,
+as a ``child()`` would, but without a link of its own: the scope stops
+every worker's token itself (``Scope._begin_ladder``, and ``end_on_loop``
+below), so ending 100 tasks is one pass over them, not 100 link callbacks
+each reading the reason from shared memory. It shares the scope's
+deadline, and its one ``on_stop`` callback cancels the task,
+whoever stopped the token (the scope, ``worker.stop()``,
+a deadline, the task itself).
 
 A scope whose live workers are all tasks takes them through these steps
 on the loop itself when its block ends (``end_on_loop``), before its token
-stops and its ladder thread starts: otherwise every task's end would wake
-that thread, which holds the scope's lock while it waits for the GIL, and
-the loop and the ladder would trade the lock once per task (~8x slower than
-an ``asyncio.TaskGroup`` for 100 tasks; see bench/bench_aio.py).
+stops, and needs no ladder at all: with a ladder thread, every task's end
+woke it and the loop and the ladder traded the scope's lock once per task
+(~8x an ``asyncio.TaskGroup`` for 100 tasks). There each token's callback
+cancels its task right there (on the loop's thread: no hand-off) and the
+ends are recorded in one batch under one lock. What remains per task
+beyond a TaskGroup's work is the token's stop and its callback, about
+1 us together on the bench machine, and the worker's bookkeeping (see
+bench/bench_aio.py and docs/measurements.md).
 
 Rejected: waiting for the ladder thread to send the first cancel (one
 thread hand-off more per scope exit); ``task.cancel()`` from a foreign
 thread (asyncio is not thread-safe); cancelling an abandoned task again
-and again (a task that swallows one cancel swallows the next).
+and again (a task that swallows one cancel swallows the next); a link
+from the scope's token to each task's (a callback and a reason read per
+task on every stop); cancelling in ``end_on_loop`` and then running the
+token's callback for nothing (two passes over cold objects).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextvars
+import functools
 import logging
 import threading
 import time
@@ -42,34 +58,67 @@ import weakref
 from collections.abc import Callable, Coroutine
 from typing import Any
 
-from quiesce._core._async_wait import call_soon_from_any_thread
+from quiesce._core._async_wait import WaitTimer, call_soon_from_any_thread
 from quiesce._core._context import _current
 from quiesce._core._ended_by import EndedBy
 from quiesce._core._errors import Stopped
+from quiesce._core._token import StopToken
 from quiesce._scope._worker import Owner, Worker
 
 log = logging.getLogger("quiesce")
+
+_cancel_lock = threading.Lock()  # only for a cancel requested by two threads at once
+
+
+class CancelBatch:
+    """Hands cancels to one loop, any number of them per ``call_soon`` (from any thread)."""
+
+    __slots__ = ("_lock", "_loop", "_pending", "thread")
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self._loop = loop
+        self.thread = threading.get_ident()  # the loop's: made on it, by `async with`
+        self._lock = threading.Lock()
+        self._pending: list[TaskWorker] = []
+
+    def add(self, worker: TaskWorker) -> None:
+        with self._lock:
+            first = not self._pending
+            self._pending.append(worker)
+        if first:
+            call_soon_from_any_thread(self._loop, self._run)
+
+    def _run(self) -> None:
+        with self._lock:
+            batch, self._pending = self._pending, []
+        for worker in batch:
+            worker._cancel()
 
 
 class TaskWorker(Worker):
     kind = "task"
 
     def __init__(self, owner: Owner, name: str, coro: Coroutine[Any, Any, Any],
-                 loop: asyncio.AbstractEventLoop) -> None:
+                 loop: asyncio.AbstractEventLoop, cancels: CancelBatch) -> None:
         # A local token (no fd, no system call to stop it): a task never leaves its
-        # process; scopes and processes it starts get shared children of it.
-        super().__init__(owner, name, owner.token._child_local())
+        # process; scopes and processes it starts get shared children of it. Its
+        # scope stops it (module docstring); it shares the scope's deadline.
+        token = StopToken._local()
+        token._deadline = owner.token.deadline
+        self._cancels = 0  # cancels requested: the first on stop, one more at grace
+        super().__init__(owner, name, token)
         self._loop = loop
+        self._batch = cancels
         self._coro: Coroutine[Any, Any, Any] | None = coro
         self.task: asyncio.Task[Any] | None = None
-        self._cancels = 0  # cancels requested: the first on stop, one more at grace
-        self._cancel_lock = threading.Lock()
-        self._ended_hook: Callable[[], None] | None = None  # end_on_loop's count
+        self._ending: _Ending | None = None  # set while end_on_loop waits for the task
+        # Whoever stops the token, the task is cancelled (the token must not keep us alive).
+        token.on_stop(functools.partial(_token_stopped, weakref.ref(self)))
 
     @property
     def alive(self) -> bool:
         """Running and not abandoned: an abandoned task holds up neither join nor exit."""
-        return not self._done.is_set() and self._ended_by != "abandoned"
+        return not self._done.flag and self._ended_by != "abandoned"
 
     def _start(self) -> None:
         coro, self._coro = self._coro, None
@@ -78,8 +127,6 @@ class TaskWorker(Worker):
         context.run(_current.set, self._token)
         self.task = self._loop.create_task(coro, name=self._name, context=context)
         self.task.add_done_callback(self._on_done)
-        ref = weakref.ref(self)  # the token must not keep its worker alive
-        self._token.on_stop(lambda: _call_weak(ref))
 
     def _close_unstarted(self) -> None:
         """The scope refused to start us: close the coroutine (no "never awaited" warning)."""
@@ -110,14 +157,16 @@ class TaskWorker(Worker):
 
     def _request_cancel(self, nth: int) -> None:
         """Send the ``nth`` cancel once, to the task's loop, from any thread."""
-        with self._cancel_lock:
+        if self._cancels >= nth:  # only grows: no lock needed to see it
+            return
+        with _cancel_lock:
             if self._cancels >= nth:
                 return
             self._cancels = nth
         if self._loop.is_closed():  # it will never run again: nothing to wait for
             self._abandon()
             return
-        call_soon_from_any_thread(self._loop, self._cancel)
+        self._batch.add(self)
 
     def _cancel(self) -> None:
         task = self.task
@@ -126,52 +175,104 @@ class TaskWorker(Worker):
 
     # -- the ending ------------------------------------------------------------------
     def _on_done(self, task: asyncio.Task[Any]) -> None:
-        outcome: tuple[EndedBy, Any, BaseException | None]
+        ending = self._ending
+        if ending is not None:
+            self._ending = None
+            if task.cancelled() and self._ended_by is None:
+                # end_on_loop's cancel: recorded with the others (Worker._finish, batched)
+                self._ended_at = time.monotonic()
+                self._ended_by = "stopped"
+                self._done.set()
+                ending.ended.append(self)
+                ending.one_done()
+                return
+        ended_by: EndedBy
+        result: Any = None
+        error: BaseException | None = None
         if task.cancelled():
-            outcome = ("stopped", None, None)
+            ended_by = "stopped"
         else:
-            exc = task.exception()
-            if exc is None:
-                outcome = ("stopped" if self._token.stopped else "finished", task.result(), None)
-            elif isinstance(exc, Stopped):
-                outcome = ("stopped", None, None)
+            error = task.exception()
+            if error is None:
+                ended_by = "stopped" if self._token.stopped else "finished"
+                result = task.result()
+            elif isinstance(error, Stopped):
+                ended_by, error = "stopped", None
             else:
-                outcome = ("failed", None, exc)
-        self._finish(*outcome)
-        if self._ended_hook is not None:
-            self._ended_hook()
+                ended_by = "failed"
+        self._finish(ended_by, result, error)
+        if ending is not None:
+            ending.one_done()
+
+
+def _token_stopped(ref: weakref.ref[Any]) -> None:
+    """A task's token stopped: cancel the task (on its loop)."""
+    worker = ref()
+    if worker is None or worker._cancels:
+        return  # cancelled already
+    if worker._ending is not None and threading.get_ident() == worker._batch.thread:
+        # end_on_loop's stop, on the loop's thread: cancel right here, no batch
+        worker._cancels = 1
+        task = worker.task
+        if task is not None:
+            task.cancel(msg=worker._ending.reason)
+    else:
+        worker._request_cancel(1)
+
+
+class _Ending:
+    """end_on_loop's count of the tasks still running, and the ends it records itself."""
+
+    __slots__ = ("done", "ended", "left", "reason")
+
+    def __init__(self, done: asyncio.Future[None], left: int, reason: str) -> None:
+        self.done, self.left, self.reason = done, left, reason
+        self.ended: list[Worker] = []
+
+    def one_done(self) -> None:
+        self.left -= 1
+        if not self.left and not self.done.done():
+            self.done.set_result(None)
 
 
 async def end_on_loop(workers: list[TaskWorker], grace: float, reason: str,
-                      hurry: asyncio.Future[None]) -> None:
-    """The ladder of a scope of tasks, on the loop: cancel, wait ``grace``, abandon.
+                      done: asyncio.Future[None],
+                      record: Callable[[list[Worker]], None]) -> None:
+    """The ladder of a scope of tasks, on the loop: stop and cancel, wait ``grace``, abandon.
 
-    ``hurry`` ends the wait early (a second signal).
+    ``done`` resolves once every task has ended, or early (a second signal
+    resolves it too). ``record(ended)`` takes in, in one batch, the ends of
+    the tasks that ended by this cancel (the others report one by one).
     """
-    loop = asyncio.get_running_loop()
-    all_done: asyncio.Future[None] = loop.create_future()
-    running = [w for w in workers if w.task is not None and not w.task.done()]
-    left = [len(running)]
-
-    def one_done() -> None:
-        left[0] -= 1
-        if left[0] == 0 and not all_done.done():
-            all_done.set_result(None)
-
-    for worker in running:
-        worker._ended_hook = one_done  # not a second done callback: one call_soon per task
+    ending = _Ending(done, 0, reason)
+    running: list[TaskWorker] = []
+    tokens: list[StopToken] = []
     for worker in workers:
-        worker._cancels = 1  # cancelled right here, not through a call_soon
-        worker._token.stop(reason)
-        worker._cancel()
+        if not worker._done.flag and worker._ended_by != "abandoned":
+            worker._ending = ending
+            running.append(worker)
+            tokens.append(worker._token)
+        elif not worker._token.stopped:  # ended: what it left below still stops with us
+            worker._cancels = max(worker._cancels, 1)  # nothing to cancel
+            tokens.append(worker._token)
+    ending.left = len(running)
+    timer = WaitTimer(asyncio.get_running_loop(), done, grace) if running else None
     try:
+        for token in tokens:
+            token.stop(reason)  # its callback cancels its task (_token_stopped)
         if running:
-            await asyncio.wait([all_done, hurry], timeout=grace,
-                               return_when=asyncio.FIRST_COMPLETED)
+            await done
     finally:
-        for worker in running:
-            worker._ended_hook = None
-    stuck = [w for w in workers if w.alive]
+        if timer is not None:
+            timer.cancel()
+        if ending.left > 0:
+            for worker in running:
+                worker._ending = None
+        if ending.ended:
+            record(ending.ended)
+    if ending.left <= 0:
+        return
+    stuck = [w for w in running if w.alive]
     for worker in stuck:  # _terminate's steps, the cancel made right here
         worker._cancels = 2
         worker._cancel()
@@ -179,9 +280,3 @@ async def end_on_loop(workers: list[TaskWorker], grace: float, reason: str,
     if stuck:
         log.warning("quiesce: abandoned tasks still running: %s",
                     ", ".join(w.name for w in stuck))
-
-
-def _call_weak(ref: weakref.ref[TaskWorker]) -> None:
-    worker = ref()
-    if worker is not None:
-        worker._request_cancel(1)
