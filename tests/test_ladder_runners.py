@@ -30,16 +30,24 @@ def _ladder_thread_of(scope_name: str, seen: list[int], token: quiesce.StopToken
         time.sleep(0.001)
 
 
-def test_stops_in_a_row_reuse_one_ladder_thread() -> None:
+def _runner_ids() -> set[int]:
+    return {t.native_id for t in threading.enumerate()
+            if t.name.startswith("quiesce-ladder") and t.native_id is not None}
+
+
+def test_stops_in_a_row_reuse_idle_ladder_threads() -> None:
     seen: list[int] = []
+    runners: set[int] = set()
     for n in range(3):
         name = f"reuse-{n}"
         with quiesce.Scope(grace=5, kill_after=1, name=name) as scope:
             scope.thread(_ladder_thread_of, name, seen)
             scope.stop("next")  # not leaving the block: a ladder thread runs it
             assert scope.join(timeout=10)
+        if n == 0:
+            runners = _runner_ids()  # idle now: this one, and any an earlier test left
     assert len(seen) == 3, "a ladder thread was never seen"
-    assert len(set(seen)) == 1, f"each stop started a thread of its own: {seen}"
+    assert set(seen[1:]) <= runners, f"a stop started a thread of its own: {seen}, {runners}"
 
 
 _FORKED = textwrap.dedent("""
