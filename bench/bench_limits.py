@@ -1,6 +1,10 @@
 """quiesce at the limit: every cost of issue #11 as a ratio to its stdlib baseline.
 
-Run: .venv/bin/python bench/bench_limits.py [--rounds R] [--start-method M]
+Run: .venv/bin/python bench/bench_limits.py [--rounds R] [--start-method M] [--only ROW ...]
+
+``--only`` runs just the named rows (``stopped``, ``quiesce-stopped``,
+``threads``, ``processes``, ``start``, ``wake``, ``import``, ``orphan``);
+without it, every row runs.
 
 Each row times quiesce and its baseline in the same run, taking turns round
 after round (baseline, quiesce, baseline, quiesce, ...), so the noise of a
@@ -312,33 +316,49 @@ def row(what: str, base_name: str, base: float, ours: float, goal: float | None)
           f"  {ratio:6.2f}x  {goal_text:>7} {verdict}")
 
 
+ROWS = ("stopped", "quiesce-stopped", "threads", "processes", "start", "wake", "import",
+        "orphan")
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--rounds", type=int, default=7)
     parser.add_argument("--start-method", default="forkserver",
                         choices=multiprocessing.get_all_start_methods())
+    parser.add_argument("--only", nargs="+", choices=ROWS, metavar="ROW",
+                        help=f"run only these rows (of {', '.join(ROWS)})")
     args = parser.parse_args()
     rounds, method = args.rounds, args.start_method
     ctx = multiprocessing.get_context(method)
     print(f"bench_limits: {time.strftime('%Y-%m-%d %H:%M %Z')}, {os.cpu_count()} cores, "
           f"Python {sys.version.split()[0]}, start method {method}, median of {rounds} rounds")
-    b, q = take_turns(rounds, loop_event_is_set, loop_token_stopped)
-    row("token.stopped (hot loop)", "threading.Event.is_set()", b, q, 1.0)
-    b, q = take_turns(rounds, loop_global_flag, loop_quiesce_stopped)
-    row("quiesce.stopped() (hot loop)", "module-level bool", b, q, 3.5)
-    b, q = take_turns(rounds, threads_event, threads_scope)
-    row(f"{THREADS} threads on tokens: scope exit", "Event.set() + join", b, q, 1.1)
-    b, q = take_turns(rounds, lambda: processes_mp_event(ctx), lambda: processes_scope(ctx))
-    row(f"{PROCESSES} processes on tokens: scope exit", "mp.Event.set() + join", b, q, 1.2)
-    b, q = take_turns(rounds, lambda: start_mp_process(ctx), lambda: start_scope_process(ctx))
-    row("scope.process(f) start", "Process(target=f).start()", b, q, 1.3)
-    b, q = take_turns(rounds, wake_event, wake_scope_sleep)
-    row("scope.stop() -> quiesce.sleep(10) returns", "Event.set() -> Event.wait()", b, q, None)
-    b, q = take_turns(rounds, import_time("concurrent.futures"), import_time("quiesce"))
-    row("python -c 'import quiesce'", "import concurrent.futures", b, q, 1.0)
-    orphans = [orphan_latency(method) for _ in range(rounds)]
-    print(f"  {'owner SIGKILL -> orphan dead':<52} median {fmt(statistics.median(orphans))}, "
-          f"worst {fmt(max(orphans))} (stdlib: never)")
+    only = set(args.only or ROWS)
+    if "stopped" in only:
+        b, q = take_turns(rounds, loop_event_is_set, loop_token_stopped)
+        row("token.stopped (hot loop)", "threading.Event.is_set()", b, q, 1.0)
+    if "quiesce-stopped" in only:
+        b, q = take_turns(rounds, loop_global_flag, loop_quiesce_stopped)
+        row("quiesce.stopped() (hot loop)", "module-level bool", b, q, 3.5)
+    if "threads" in only:
+        b, q = take_turns(rounds, threads_event, threads_scope)
+        row(f"{THREADS} threads on tokens: scope exit", "Event.set() + join", b, q, 1.1)
+    if "processes" in only:
+        b, q = take_turns(rounds, lambda: processes_mp_event(ctx), lambda: processes_scope(ctx))
+        row(f"{PROCESSES} processes on tokens: scope exit", "mp.Event.set() + join", b, q, 1.2)
+    if "start" in only:
+        b, q = take_turns(rounds, lambda: start_mp_process(ctx), lambda: start_scope_process(ctx))
+        row("scope.process(f) start", "Process(target=f).start()", b, q, 1.3)
+    if "wake" in only:
+        b, q = take_turns(rounds, wake_event, wake_scope_sleep)
+        row("scope.stop() -> quiesce.sleep(10) returns", "Event.set() -> Event.wait()", b, q,
+            None)
+    if "import" in only:
+        b, q = take_turns(rounds, import_time("concurrent.futures"), import_time("quiesce"))
+        row("python -c 'import quiesce'", "import concurrent.futures", b, q, 1.0)
+    if "orphan" in only:
+        orphans = [orphan_latency(method) for _ in range(rounds)]
+        print(f"  {'owner SIGKILL -> orphan dead':<52} median {fmt(statistics.median(orphans))}, "
+              f"worst {fmt(max(orphans))} (stdlib: never)")
     return 0
 
 

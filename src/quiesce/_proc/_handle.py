@@ -67,7 +67,7 @@ from typing import Any, final
 
 import psutil
 
-from quiesce._proc import _command, _launcher, _platform, _proctree
+from quiesce._proc import _command, _launcher, _lineage, _platform, _proctree
 from quiesce._proc._guardian_client import Guardian
 
 POLL = 0.02  # how often end_remains looks at what is left
@@ -93,7 +93,7 @@ class ProcessHandle:
         handle.close()
     """
 
-    def __init__(self, pid: int, tag: str, *, reap: Callable[[], int | None],
+    def __init__(self, pid: int, tag: str, *, reap: Callable[[bool], int | None],
                  reap_lock: Any, unreaped: Callable[[], bool], pins: bool,
                  sentinel: Any = None) -> None:
         """Private: the child must be ours and unreaped (use the ``start_*`` class methods).
@@ -111,8 +111,14 @@ class ProcessHandle:
         self._sentinel = sentinel
         self._pidfd = _platform.pidfd_open(pid)  # unreaped: the PID is still our child's
         # Read while the PID is still the child's: only a process started since can carry
-        # its tag (0, unknown: every process's tags are read).
-        self._root_start = _proctree.start_time(pid) if self._pidfd is not None else 0
+        # its tag (0, unknown: every process's tags are read). The parent (us, or the fork
+        # server) heads the chain _lineage reads after the exit.
+        self._root_start, self._root_parent = (
+            _proctree.start_and_parent(pid) if self._pidfd is not None else (0, 0))
+        if self._pidfd is not None and select.select([self._pidfd], [], [], 0)[0]:
+            self._root_start, self._root_parent = 0, 0  # exited already: the read may be a stranger's
+        if self._root_start:
+            _open_roots[pid] = self._root_start
         self._fd_lock = threading.Lock()  # close() never pulls the pidfd from under a signal
         self._pins = pins
         # Without a pidfd, psutil remembers the create time and checks it before a signal.
@@ -123,6 +129,8 @@ class ProcessHandle:
         self._held: dict[int, _proctree.ProcRef] = {}
         self._held_lock = threading.Lock()
         self._reaped = False
+        self._nothing_left = False  # proved after the exit: the root left no descendant
+        self._held_once = False  # try_reap's scan before the reap, done once
         self._closed = False
         self._registered = False
 
@@ -143,8 +151,10 @@ class ProcessHandle:
         lock = threading.Lock()
         state = {"reaped": False}
 
-        def reap() -> int | None:
+        def reap(block: bool = True) -> int | None:
             with lock:  # signal() checks "unreaped" under the same lock
+                if not block and process.exitcode is None:  # a non-blocking poll
+                    raise _NotYet
                 process.join()
                 state["reaped"] = True
             code = process.exitcode
@@ -177,7 +187,9 @@ class ProcessHandle:
         # whether the child was reaped, even if the user waits on it in another thread.
         lock = getattr(proc, "_waitpid_lock", None) or threading.Lock()
 
-        def reap() -> int | None:
+        def reap(block: bool = True) -> int | None:
+            if not block and proc.poll() is None:
+                raise _NotYet
             return proc.wait()
 
         handle = cls(proc.pid, tag, reap=reap, reap_lock=lock,
@@ -326,13 +338,51 @@ class ProcessHandle:
         """Collect the exit status (blocks until the exit); the members are held first."""
         if self._reaped:
             return self.exitcode
-        self._discover()  # the root still pins its group: hold what is in it
+        if not self.left_nothing(time.monotonic()):
+            self._discover()  # the root still pins its group: hold what is in it
         # end_remains scans again even when this found nothing: a process caught
         # mid-exec or mid-setsid (environ unreadable, parent and group already
         # changed) is unprovable here and provable a moment later.
-        self.exitcode = self._reap_fn()
+        self.exitcode = self._reap_fn(True)
         self._reaped = True
         return self.exitcode
+
+    def try_reap(self) -> bool:
+        """Reap without blocking, if the exit status is there; True once reaped.
+
+        Call after the exit (``exit_fd`` readable) and after ``left_nothing``
+        (else the members are held first, by a scan). Under the fork server
+        the status comes a moment after the exit: wait for ``reap_fd``.
+        """
+        if self._reaped:
+            return True
+        if not self._nothing_left and not self._held_once:
+            self._held_once = True
+            self._discover()  # the root still pins its group: hold what is in it
+        try:
+            self.exitcode = self._reap_fn(False)
+        except _NotYet:
+            return False
+        self._reaped = True
+        return True
+
+    @property
+    def reap_fd(self) -> Any:
+        """What turns readable when ``try_reap`` can succeed (a process's sentinel), or None."""
+        return self._sentinel
+
+    def left_nothing(self, since: float) -> bool:
+        """After the root's exit, seen before ``since`` (``time.monotonic()``): whether it
+        provably left no descendant alive (see _lineage). If so, neither ``reap`` nor
+        ``end_remains`` scans /proc. False when unsure; then they scan as usual.
+        """
+        if self._nothing_left:
+            return True
+        if self._root_start <= 0 or self._closed or self._reaped or not self.has_exited():
+            return False
+        lineage = _lineage.lineage_since(self._root_parent, since)
+        self._nothing_left = lineage.left_nothing(self.pid, self._root_start, _is_open_root)
+        return self._nothing_left
 
     def remains(self) -> list[_proctree.ProcRef]:
         """The live, proved members of the tree (not the root)."""
@@ -341,7 +391,7 @@ class ProcessHandle:
     def end_remains(self, *, kill_after: float,
                     kill_now: Callable[[], bool] = lambda: False) -> None:
         """SIGTERM what outlived the root; SIGKILL it after ``kill_after`` or at ``kill_now()``."""
-        if not self._discover():
+        if self._nothing_left or not self._discover():
             return
         if not kill_now():
             self.signal_tree(signal.SIGTERM, include_root=False)
@@ -357,6 +407,8 @@ class ProcessHandle:
         if self._closed:
             return
         self._closed = True
+        if _open_roots.get(self.pid) == self._root_start:
+            del _open_roots[self.pid]
         if self._registered:
             Guardian.get().unwatch_group(self.pid)
         with self._fd_lock:
@@ -475,6 +527,19 @@ class ProcessHandle:
         return False
 
 
+class _NotYet(Exception):
+    """A non-blocking reap found no exit status yet."""
+
+
+# PID -> start time of every root whose handle is open in this process: not descendants
+# of one another (each is our own child or the fork server's), vouched for by _lineage.
+_open_roots: dict[int, int] = {}
+
+
+def _is_open_root(pid: int, start: int) -> bool:
+    return _open_roots.get(pid) == start
+
+
 def _wakes(sig: int) -> bool:
     """Whether ``sig`` must be followed by SIGCONT (a stopped process would not see it)."""
     return sig not in (signal.SIGKILL, signal.SIGSTOP, signal.SIGCONT)
@@ -497,3 +562,10 @@ def _exited_unreaped(pid: int) -> bool:
             return True
     info = _proctree.stat(pid)
     return info is None or info[2] == "Z"
+
+
+def _after_fork_in_child() -> None:
+    _open_roots.clear()  # the parent's workers: not this process's
+
+
+os.register_at_fork(after_in_child=_after_fork_in_child)

@@ -148,13 +148,18 @@ def _table() -> dict[int, tuple[int, int, str]]:
 
 def start_time(pid: int) -> int:
     """When ``pid`` started, in clock ticks since boot (/proc/PID/stat); 0 if unknown."""
+    return start_and_parent(pid)[0]
+
+
+def start_and_parent(pid: int) -> tuple[int, int]:
+    """(start time in clock ticks since boot, parent PID) of ``pid``; (0, 0) if unknown."""
     if not _USE_PROCFS:
-        return 0
+        return 0, 0
     data = _read_proc(f"/proc/{pid}/stat", whole=False)
     if data is None:
-        return 0
+        return 0, 0
     fields = data[data.rfind(b")") + 2:].split(maxsplit=20)
-    return int(fields[19]) if len(fields) > 19 else 0
+    return (int(fields[19]), int(fields[1])) if len(fields) > 19 else (0, 0)
 
 
 class Scan:

@@ -3,24 +3,40 @@
 The target and arguments are pickled up front, whatever the start method,
 so a lambda fails at ``scope.process()`` with a message naming it rather
 than deep inside multiprocessing (or, under fork, never). The child reports
-its outcome over a one-way pipe; a monitor thread per worker reads it while
-waiting for the exit (a pidfd on Linux, so a descendant holding an
-inherited sentinel cannot hide the exit), reaps, and then ends what
-remains of the worker's tree: SIGTERM, then SIGKILL after ``kill_after``.
+its outcome over a one-way pipe. The child's whole life (start, group,
+pidfd, guardian, reap, remains, signals) is one ``ProcessHandle`` (see
+_proc/_handle), which cannot signal a process after it was reaped.
 
-The child's whole life (start, group, pidfd, guardian, reap, remains,
-signals) is one ``ProcessHandle`` (see _proc/_handle), which cannot signal
-a process after it was reaped. If the monitor thread cannot be started
-the child is ended at once and the error raised from ``scope.process()``.
+Watching, with a pidfd (Linux 5.3+): the process's one monitor thread
+(_proc/_fd_monitor) waits on every worker's pipe and pidfd. The pipe is
+read without blocking as data comes (a result bigger than the pipe's
+buffer is written while the child runs), the pidfd tells the exit (a
+descendant holding the pipe or the sentinel cannot hide it). Then, in the
+monitor: whatever is in the pipe is read, ``left_nothing`` asks whether the
+child left any descendant (a few small /proc files, one read for all
+the exits of one wake-up), and the child is reaped without blocking (under
+the fork server its status arrives a moment later, on the sentinel, which
+the monitor then watches). Anything slow goes to a thread of its own:
+ending what the child left behind (SIGTERM, then SIGKILL after
+``kill_after``), and recording a failure (it stops the scope, and user
+callbacks run in the stopping thread). If that thread cannot start, the
+remains are killed at once in the monitor, so it stays bounded.
+
+Without a pidfd, a thread per worker waits (sentinel and 100 ms polls),
+reaps and ends the remains, as before. If the monitor (or that thread)
+cannot be started, the child is ended at once and the error raised from
+``scope.process()``.
 """
 
 from __future__ import annotations
 
+import errno
 import multiprocessing
 import multiprocessing.connection
 import os
 import pickle
 import signal
+import struct
 import threading
 from multiprocessing.context import BaseContext
 from typing import Any
@@ -29,6 +45,7 @@ from quiesce._core._ended_by import EndedBy
 from quiesce._core._errors import ProcessDied
 from quiesce._proc import _proctree
 from quiesce._proc._child import RemoteTraceback, child_main
+from quiesce._proc._fd_monitor import FdMonitor
 from quiesce._proc._handle import ProcessHandle
 from quiesce._scope._worker import Owner, Worker
 
@@ -50,6 +67,9 @@ class ProcessWorker(Worker):
         self._handle: ProcessHandle | None = None
         self._message: tuple[Any, ...] | None = None
         self._exitcode: int | None = None
+        self._frames = _Frames()
+        self._monitor: FdMonitor | None = None
+        self._watched: list[int] = []
 
     @property
     def exitcode(self) -> int | None:
@@ -67,14 +87,19 @@ class ProcessWorker(Worker):
             raise
         finally:
             self._writer.close()
+        handle = self._handle
         try:
-            threading.Thread(target=self._monitor, name=f"quiesce-monitor-{self._name}",
-                             daemon=True).start()
-        except BaseException:  # no thread: end the child here rather than leave it unwatched
-            self._handle.kill_tree()
-            self._handle.reap()
-            self._handle.end_remains(kill_after=0.0)
-            self._handle.close()
+            if handle.has_pidfd:
+                self._watch(handle)
+            else:
+                threading.Thread(target=self._monitor_thread, daemon=True,
+                                 name=f"quiesce-monitor-{self._name}").start()
+        except BaseException:  # no watcher: end the child here rather than leave it unwatched
+            self._unwatch()
+            handle.kill_tree()
+            handle.reap()
+            handle.end_remains(kill_after=0.0)
+            handle.close()
             self._reader.close()
             raise
 
@@ -90,8 +115,111 @@ class ProcessWorker(Worker):
         if self._handle is not None:
             self._handle.kill_tree()
 
-    # -- the monitor thread ---------------------------------------------------
-    def _monitor(self) -> None:
+    # -- watched by the shared monitor (pidfd) ---------------------------------
+    def _watch(self, handle: ProcessHandle) -> None:
+        monitor = self._monitor = FdMonitor.get()
+        fd = self._reader.fileno()
+        os.set_blocking(fd, False)  # read as data comes, never waiting for the rest
+        self._watched.append(fd)
+        monitor.add(fd, self._on_readable)
+        self._watched.append(handle.exit_fd)  # after the pipe: the exit drains it
+        monitor.add(handle.exit_fd, self._on_exit)
+
+    def _unwatch(self, fd: int | None = None) -> None:
+        for watched in list(self._watched) if fd is None else [fd]:
+            if watched in self._watched:
+                self._watched.remove(watched)
+                if self._monitor is not None:
+                    self._monitor.remove(watched)
+
+    def _on_readable(self, woke_at: float) -> None:
+        if not self._read_available():
+            self._unwatch(self._reader.fileno())  # EOF: the child closed its end
+
+    def _read_available(self) -> bool:
+        """Read what the pipe holds now; False at EOF (or an error)."""
+        fd = self._reader.fileno()
+        while True:
+            try:
+                data = os.read(fd, 65536)
+            except BlockingIOError:
+                return True
+            except OSError as exc:
+                return exc.errno == errno.EINTR
+            if not data:
+                return False
+            for frame in self._frames.feed(data):
+                self._message = _load(frame)
+
+    def _on_exit(self, woke_at: float) -> None:
+        handle = self._handle
+        assert handle is not None
+        if not handle.has_exited():
+            return  # a stale event for a reused fd number: not our exit
+        self._read_available()  # all the child wrote is there: it wrote before exiting
+        self._unwatch()
+        self._reader.close()
+        if not handle.left_nothing(woke_at):
+            self._in_thread(self._end_remains_then_finish, inline=self._kill_remains_then_finish)
+        elif handle.try_reap():
+            self._finish_reaped()
+        elif handle.reap_fd is not None and self._monitor is not None:
+            fd = handle.reap_fd  # the fork server writes the status there after its reap
+            self._watched.append(fd)
+            self._monitor.add(fd, self._on_reapable)
+        else:
+            self._in_thread(self._end_remains_then_finish, inline=self._kill_remains_then_finish)
+
+    def _on_reapable(self, woke_at: float) -> None:
+        handle = self._handle
+        assert handle is not None
+        self._unwatch()
+        if handle.try_reap():
+            self._finish_reaped()
+        else:  # readable yet no status: let a thread wait for it
+            self._in_thread(self._end_remains_then_finish, inline=self._kill_remains_then_finish)
+
+    def _finish_reaped(self) -> None:
+        handle = self._handle
+        assert handle is not None
+        self._exitcode = handle.exitcode
+        handle.end_remains(kill_after=0.0)  # nothing left: returns at once
+        handle.close()
+        outcome = self._classify()
+        if outcome[0] == "failed":  # stops the scope: user callbacks run in this thread
+            self._in_thread(lambda: self._finish(*outcome), inline=lambda: self._finish(*outcome))
+        else:
+            self._finish(*outcome)
+
+    def _in_thread(self, fn: Any, *, inline: Any) -> None:
+        try:
+            threading.Thread(target=fn, name=f"quiesce-end-{self._name}", daemon=True).start()
+        except BaseException:  # no thread: the bounded way, here
+            inline()
+
+    def _end_remains_then_finish(self) -> None:
+        handle = self._handle
+        assert handle is not None
+        try:
+            self._exitcode = handle.reap()
+            handle.end_remains(kill_after=self._owner.kill_after,
+                               kill_now=lambda: self._ladder_step >= 3)
+        finally:
+            handle.close()
+        self._finish(*self._classify())
+
+    def _kill_remains_then_finish(self) -> None:
+        handle = self._handle
+        assert handle is not None
+        try:
+            self._exitcode = handle.reap()
+            handle.end_remains(kill_after=0.0)
+        finally:
+            handle.close()
+        self._finish(*self._classify())
+
+    # -- a thread of its own (no pidfd) ---------------------------------------------
+    def _monitor_thread(self) -> None:
         handle = self._handle
         assert handle is not None
         try:
@@ -126,11 +254,7 @@ class ProcessWorker(Worker):
             data = self._reader.recv_bytes()
         except (EOFError, OSError):
             return False
-        try:
-            self._message = pickle.loads(data)
-        except Exception as exc:  # e.g. an exception class that cannot be rebuilt here
-            self._message = ("failed", RuntimeError(f"cannot read the worker's outcome: {exc}"),
-                             "")
+        self._message = _load(data)
         return True
 
     def _classify(self) -> tuple[EndedBy, Any, BaseException | None]:
@@ -153,3 +277,41 @@ class ProcessWorker(Worker):
         if message[2]:
             exc.__cause__ = RemoteTraceback(message[2])
         return ("failed", None, exc)
+
+
+def _load(data: bytes) -> tuple[Any, ...]:
+    try:
+        message: tuple[Any, ...] = pickle.loads(data)
+    except Exception as exc:  # e.g. an exception class that cannot be rebuilt here
+        message = ("failed", RuntimeError(f"cannot read the worker's outcome: {exc}"), "")
+    return message
+
+
+class _Frames:
+    """Splits a byte stream into ``Connection.send_bytes`` messages: a 4-byte
+    big-endian length (-1: an 8-byte length follows), then the bytes."""
+
+    __slots__ = ("_buffer",)
+
+    def __init__(self) -> None:
+        self._buffer = bytearray()
+
+    def feed(self, data: bytes) -> list[bytes]:
+        self._buffer += data
+        frames = []
+        while True:
+            buf = self._buffer
+            if len(buf) < 4:
+                break
+            (size,) = struct.unpack_from("!i", buf)
+            start = 4
+            if size == -1:
+                if len(buf) < 12:
+                    break
+                (size,) = struct.unpack_from("!Q", buf, 4)
+                start = 12
+            if len(buf) < start + size:
+                break
+            frames.append(bytes(buf[start:start + size]))
+            del buf[:start + size]
+        return frames

@@ -1,0 +1,278 @@
+"""Did an exited process leave any descendant alive? Asked of its ancestors, not of /proc.
+
+Design note
+-----------
+After a worker's root exits, ``ProcessHandle`` must find whatever of its
+tree outlived it. The general answer is a scan of the whole process table
+(stat and environment of every process, ~1 ms per 80 processes), run
+twice, because a process caught mid-exec or mid-``setsid`` cannot be
+proved in the first. When a scope stops eight workers, sixteen such scans
+fight for the GIL: most of the time of a scope's exit.
+
+Most roots leave nothing, and that can be proved from a handful of small
+files. The kernel's rule: when a process dies, its live children are
+re-parented (before its pidfd turns readable, in ``exit_notify``) to the
+nearest *child subreaper* among its ancestors, else to the PID namespace's
+init. So once the root has exited, every live descendant of it is either a
+descendant of another live descendant, or a direct child of some process
+on the root's ancestor chain (its parent: the owner, or the fork server;
+then the owner's ancestors up to PID 1). And every descendant started
+after the root did. Hence, read after the root's exit:
+
+    no child of any process on the chain started at or after the root
+    (this process's own workers aside)  =>  no descendant is alive,
+
+and none can appear later (only a live descendant can make one).
+
+The chain is read nearest first and each process's thread list is read
+again after its threads' ``children`` files: a descendant only ever moves
+*up* the chain (its reaper died) or to another thread of the same process
+(the thread it hung from exited), and either move is then seen.
+Processes on the chain are read only if a descendant can land there: the
+root's parent (a process made with ``CLONE_PARENT`` is its sibling), then
+every ancestor of the owner (which of them are subreapers cannot be read
+from /proc), and the owner itself only if it is the parent or a subreaper
+(its other threads' children would only add work).
+
+Anything uncertain makes the answer "don't know" and the caller falls
+back to the full scans: a child listed but gone (or a zombie) by the time
+its start time is read, no ``children`` files (kernels without
+CONFIG_PROC_CHILDREN), a chain that is not what we expect, a process
+table that is not ours, no procfs. The answer is also "don't know" for
+the first worker started in the same clock tick (10 ms) as a helper of
+ours (the guardian, the fork server): a false alarm costs a scan, never a
+miss.
+
+What this does not look for: a process that *joined* the worker's group,
+or was handed its tag, without descending from it. Neither is made by
+the worker's own code; the full scan still runs whenever a descendant
+outlived the root.
+
+Rejected: a netlink process-events socket (needs CAP_NET_ADMIN); trusting
+the child's own "I had no children" report (another of its threads can
+fork between that check and its exit); skipping the second scan (a
+setsid'd ``sleep`` escaped that way in CI).
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+from collections.abc import Callable
+
+from quiesce._proc import _proctree
+
+_TASK_CHILDREN: bool | None = None  # whether /proc/PID/task/TID/children exists here
+_PR_GET_CHILD_SUBREAPER = 37
+_MAX_LISTS = 20  # reads of one children list before giving up (processes dying fast)
+
+
+def _children_files_exist() -> bool:
+    global _TASK_CHILDREN
+    if _TASK_CHILDREN is None:
+        tid = threading.get_native_id()
+        _TASK_CHILDREN = os.path.exists(f"/proc/self/task/{tid}/children")
+    return _TASK_CHILDREN
+
+
+def _read(path: str) -> bytes | None:
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    except OSError:
+        return None
+    try:
+        chunks = []
+        while chunk := os.read(fd, 65536):
+            chunks.append(chunk)
+        return b"".join(chunks)
+    except OSError:
+        return None
+    finally:
+        os.close(fd)
+
+
+def children_of(pid: int) -> list[int] | None:
+    """Every child of every thread of ``pid``; [] if it is gone; None if unsure.
+
+    The thread list is read again afterwards: a child of a thread that
+    exited meanwhile moved to another thread, maybe one already read.
+    """
+    task_dir = f"/proc/{pid}/task"
+    for _ in range(5):
+        try:
+            tids = os.listdir(task_dir)
+        except OSError:
+            return []  # gone: its children moved up the chain, read after it
+        kids: list[int] = []
+        stable = True
+        for tid in tids:
+            data = _read(f"{task_dir}/{tid}/children")
+            if data is None:
+                stable = False
+                break
+            kids.extend(int(p) for p in data.split())
+        if stable:
+            try:
+                if sorted(os.listdir(task_dir)) == sorted(tids):
+                    return kids
+            except OSError:
+                return []
+    return None
+
+
+def _start_and_state(pid: int) -> tuple[int, str] | None:
+    """(start time in clock ticks since boot, state) from /proc/PID/stat; None if gone."""
+    data = _read(f"/proc/{pid}/stat")
+    if not data:
+        return None
+    fields = data[data.rfind(b")") + 2:].split(maxsplit=20)
+    if len(fields) < 20:
+        return None
+    return int(fields[19]), fields[0].decode()
+
+
+_prctl: Callable[..., int] | None = None
+
+
+def _is_subreaper() -> bool:
+    """Whether this process is a child subreaper (True when unsure).
+
+    ctypes, imported here on first use: a pointer argument is beyond the
+    plain-int calls of ``_platform``, and ``import quiesce`` must stay lean.
+    """
+    global _prctl
+    try:
+        import ctypes
+
+        if _prctl is None:
+            _prctl = ctypes.CDLL(None, use_errno=True).prctl
+        value = ctypes.c_int(0)
+        if _prctl(_PR_GET_CHILD_SUBREAPER, ctypes.byref(value), 0, 0, 0) != 0:
+            return True
+        return value.value != 0
+    except (ImportError, OSError, AttributeError):
+        return True
+
+
+class Lineage:
+    """One read of the children of the chain above a parent, for every root it serves.
+
+    ``children`` maps each child seen to (start ticks, state) as read after
+    the list that showed it (start -1: gone before it could be dated).
+    ``complete`` is False when anything was uncertain (see the module note).
+    """
+
+    __slots__ = ("chain", "children", "complete", "started")
+
+    def __init__(self, parent: int) -> None:
+        self.started = time.monotonic()
+        self.children: dict[int, tuple[int, str]] = {}
+        self.chain: list[int] = []
+        self.complete = False
+        if not os.path.isdir("/proc/self") or not _children_files_exist() \
+                or not _proctree.process_table_is_ours():
+            return
+        chain = _chain(parent, os.getpid())
+        if chain is None:
+            return
+        self.chain = chain
+        for pid in chain:
+            if not self._read_children(pid):
+                return
+        self.complete = True
+
+    def _read_children(self, pid: int) -> bool:
+        """Read ``pid``'s children until a list shows none not already dated.
+
+        A child's state is read after the list that showed it. A zombie's
+        children were re-parented before it became one, so they are in the
+        next list: the loop ends only on a list whose every entry was dated
+        (alive, zombie or gone) before that list was read.
+        """
+        for _ in range(_MAX_LISTS):
+            kids = children_of(pid)
+            if kids is None:
+                return False
+            fresh = [k for k in kids if k not in self.children]
+            if not fresh:
+                return True
+            for kid in fresh:
+                info = _start_and_state(kid)
+                self.children[kid] = info if info is not None else (-1, "?")
+        return False
+
+    def left_nothing(self, root: int, root_start: int,
+                     known: Callable[[int, int], bool]) -> bool:
+        """Whether no live process listed can descend from ``root`` (started ``root_start``).
+
+        ``known(pid, start)`` vouches for processes of our own (other workers).
+        """
+        if not self.complete or root_start <= 0:
+            return False
+        chain = set(self.chain)
+        for pid, (start, state) in self.children.items():
+            if pid in chain or state == "Z":
+                continue  # a zombie: its children were moved to the lists we read
+            if start < 0:
+                return False  # vanished before we could date it (its children: maybe moved late)
+            if start < root_start:
+                continue  # older than the root: cannot descend from it
+            if pid == root and start == root_start:
+                continue  # the root itself, not yet reaped by its parent
+            if known(pid, start):
+                continue  # another worker of ours: not a descendant, whatever its state
+            return False
+        return True
+
+
+def _chain(parent: int, me: int) -> list[int] | None:
+    """The processes a descendant of a child of ``parent`` can be re-parented to,
+    nearest first; None if ``parent`` is not this process or a child of it."""
+    ancestors = _ancestors(me)  # me first
+    if parent == me:
+        return ancestors
+    info = _proctree.stat(parent)
+    if info is not None and info[0] != me:
+        return None  # not the fork server we started: don't guess
+    # The owner gets orphans only as a subreaper or as its namespace's init.
+    rest = ancestors if me == 1 or _is_subreaper() else ancestors[1:]
+    return [parent, *rest]
+
+
+def _ancestors(me: int) -> list[int]:
+    result = [me]
+    pid = os.getppid()
+    while pid > 0 and pid not in result:
+        result.append(pid)
+        info = _proctree.stat(pid)
+        if info is None:
+            break
+        pid = info[0]
+    return result
+
+
+_lock = threading.Lock()
+_last: dict[int, Lineage] = {}
+
+
+def lineage_since(parent: int, moment: float) -> Lineage:
+    """A ``Lineage`` of ``parent``'s chain begun after ``moment`` (``time.monotonic()``).
+
+    Shared like ``_proctree.scan_since``: when many workers end at once,
+    one read begun after the last exit serves them all.
+    """
+    with _lock:
+        last = _last.get(parent)
+        if last is not None and last.started > moment:
+            return last
+        _last[parent] = last = Lineage(parent)
+        return last
+
+
+def _after_fork_in_child() -> None:
+    global _lock, _last
+    _lock, _last = threading.Lock(), {}
+
+
+os.register_at_fork(after_in_child=_after_fork_in_child)
