@@ -89,7 +89,11 @@ class Guardian:
         inst = cls(proc, wfd, groups)
         for pgid in sorted(groups):
             inst._send(f"+{pgid}\n")
-        threading.Thread(target=inst._reap, name="quiesce-guardian-reaper", daemon=True).start()
+        try:
+            threading.Thread(target=inst._reap, name="quiesce-guardian-reaper",
+                             daemon=True).start()
+        except RuntimeError as exc:  # no thread to be had: it guards all the same
+            log.warning("quiesce: cannot watch the guardian process for its exit (%s)", exc)
         return inst
 
     @classmethod

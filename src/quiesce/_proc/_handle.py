@@ -116,7 +116,7 @@ class ProcessHandle:
         self._root_start, self._root_parent = (
             _proctree.start_and_parent(pid) if self._pidfd is not None else (0, 0))
         if self._pidfd is not None and select.select([self._pidfd], [], [], 0)[0]:
-            self._root_start, self._root_parent = 0, 0  # exited already: the read may be a stranger's
+            self._root_start, self._root_parent = 0, 0  # exited: the read may be a stranger's
         if self._root_start:
             _open_roots[pid] = self._root_start
         self._fd_lock = threading.Lock()  # close() never pulls the pidfd from under a signal
@@ -165,11 +165,23 @@ class ProcessHandle:
             os.setpgid(pid, pid)
         except OSError:
             pass  # the child did it first (or exec'd: spawn); it does it itself anyway
-        # Never pins: the fork server reaps its children itself, and every
-        # Process.start() reaps exited siblings (multiprocessing's _cleanup).
-        handle = cls(pid, tag, reap=reap, reap_lock=lock, unreaped=lambda: not state["reaped"],
-                     pins=False, sentinel=process.sentinel)
-        handle._register(always=True)
+        handle = None
+        try:
+            # Never pins: the fork server reaps its children itself, and every
+            # Process.start() reaps exited siblings (multiprocessing's _cleanup).
+            handle = cls(pid, tag, reap=reap, reap_lock=lock,
+                         unreaped=lambda: not state["reaped"], pins=False,
+                         sentinel=process.sentinel)
+            handle._register(always=True)
+        except BaseException:  # e.g. the guardian cannot start: the child must not run on
+            if handle is not None:
+                handle.kill_tree()
+                handle.reap()
+                handle.close()
+            else:
+                process.kill()  # just started, not yet reaped by anyone
+                process.join()
+            raise
         return handle
 
     @classmethod

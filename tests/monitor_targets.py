@@ -1,0 +1,35 @@
+"""Targets for tests/test_process_monitor.py (importable by spawn and forkserver children)."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+
+import quiesce
+
+
+def square(x: int) -> int:
+    return x * x
+
+
+def big_result(size: int) -> bytes:
+    return bytes(range(256)) * (size // 256)
+
+
+def fail(message: str) -> None:
+    raise ValueError(message)
+
+
+def wait_for_stop(token: quiesce.StopToken) -> str:
+    token.wait()
+    return "stopped"
+
+
+def leave_a_setsid_escaper(pidfile: str) -> None:
+    """Start ``setsid sleep 60`` (it keeps the tag in its environment), record its PID,
+    and exit at once, skipping the bootstrap's own cleanup of descendants."""
+    child = subprocess.Popen(["setsid", "sleep", "60"])
+    with open(pidfile + ".tmp", "w") as f:
+        f.write(str(child.pid))
+    os.rename(pidfile + ".tmp", pidfile)
+    os._exit(0)

@@ -1,0 +1,208 @@
+"""The process workers' shared monitor and the cheap proof that a child left nothing.
+
+One thread (``quiesce-monitor``) watches every process worker that has a
+pidfd; after each exit, the children lists of the root's ancestors tell
+whether anything of its tree can be alive (see _proc/_lineage), and only
+then is /proc scanned. These tests run real processes: many ending at
+once, a result bigger than a pipe, a failure whose callbacks block, a
+worker without a pidfd, and an escaper left behind by a worker that skips
+its own cleanup, which must still be ended.
+"""
+
+from __future__ import annotations
+
+import os
+import select
+import shutil
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+import monitor_targets as targets
+import quiesce
+from quiesce._proc import _lineage, _platform, _proctree
+
+from procs import alive
+
+METHODS = ["fork", "forkserver", "spawn"]
+
+
+def _threads_named(prefix: str) -> list[str]:
+    return [t.name for t in threading.enumerate() if t.name.startswith(prefix)]
+
+
+@pytest.mark.parametrize("method", ["fork", "forkserver"])
+def test_many_workers_ending_at_once_are_all_reaped_by_one_monitor(method: str) -> None:
+    with quiesce.Scope(mp_context=method) as scope:
+        workers = [scope.process(targets.square, i) for i in range(24)]
+        scope.join()
+    assert [w.result for w in workers] == [i * i for i in range(24)]
+    assert {w.ended_by for w in workers} == {"finished"}
+    assert {w.exitcode for w in workers} == {0}
+    assert _threads_named("quiesce-monitor") == ["quiesce-monitor"]  # none per worker
+
+
+def test_workers_stopped_together_end_by_their_tokens() -> None:
+    with quiesce.Scope(grace=5, kill_after=1, mp_context="forkserver") as scope:
+        workers = [scope.process(targets.wait_for_stop) for _ in range(8)]
+    assert [w.result for w in workers] == ["stopped"] * 8
+    assert {w.ended_by for w in workers} == {"stopped"}
+
+
+def test_a_result_bigger_than_the_pipe_arrives_whole() -> None:
+    size = 3 * 1024 * 1024  # written in pieces while the child runs
+    with quiesce.Scope() as scope:
+        worker = scope.process(targets.big_result, size)
+        scope.join()
+    assert worker.result == targets.big_result(size)
+
+
+def test_a_failure_is_recorded_off_the_monitor_so_blocking_callbacks_cannot_stall_it() -> None:
+    seen: dict[str, object] = {}
+    with pytest.raises(ValueError, match="boom"), quiesce.Scope(grace=5, kill_after=1) as scope:
+        slow = scope.process(targets.wait_for_stop)  # ends only once the failure stops it
+
+        def on_stop() -> None:  # runs in the thread that records the failure
+            seen["thread"] = threading.current_thread().name
+            seen["joined"] = slow.join(10)  # needs the monitor to reap `slow` meanwhile
+
+        scope.token.on_stop(on_stop)
+        scope.process(targets.fail, "boom")
+        scope.join()
+    assert seen["joined"] is True
+    assert seen["thread"] != "quiesce-monitor"
+
+
+def test_a_worker_without_a_pidfd_gets_a_thread_of_its_own_beside_the_monitor(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    with quiesce.Scope() as scope:
+        with monkeypatch.context() as patch:
+            patch.setattr(_platform, "pidfd_open", lambda pid: None)  # as on Linux < 5.3
+            legacy = scope.process(targets.square, 3)
+        shared = scope.process(targets.square, 4)
+        assert any(n.startswith("quiesce-monitor-") for n in _threads_named("quiesce-monitor"))
+        scope.join()
+    assert (legacy.result, shared.result) == (9, 16)
+    assert (legacy.ended_by, shared.ended_by) == ("finished", "finished")
+
+
+def _read_pid(pidfile: Path) -> int:
+    deadline = time.monotonic() + 20
+    while not pidfile.exists():
+        assert time.monotonic() < deadline, "the worker never started its escaper"
+        time.sleep(0.01)
+    return int(pidfile.read_text())
+
+
+def _wait_gone(pidfd: int, limit: float) -> bool:
+    return bool(select.select([pidfd], [], [], limit)[0])
+
+
+@pytest.mark.parametrize("method", METHODS)
+def test_a_setsid_escaper_left_by_a_worker_that_skips_its_cleanup_is_ended(
+        tmp_path: Path, method: str) -> None:
+    # The worker os._exit()s right after starting it: its bootstrap never ends it, and
+    # it is re-parented away from the tree. Only the owner's look after the exit finds it.
+    pidfile = tmp_path / "pid"
+    with pytest.raises(quiesce.ProcessDied), \
+            quiesce.Scope(grace=5, kill_after=1, mp_context=method) as scope:  # no result
+        worker = scope.process(targets.leave_a_setsid_escaper, str(pidfile))
+        scope.join()
+    pid = _read_pid(pidfile)
+    assert worker.exitcode == 0
+    assert not alive(pid), "the escaper outlived its worker's scope"
+
+
+def test_negative_control_the_escaper_outlives_a_plain_multiprocessing_worker(
+        tmp_path: Path) -> None:
+    import multiprocessing
+
+    pidfile = tmp_path / "pid"
+    proc = multiprocessing.get_context("fork").Process(
+        target=targets.leave_a_setsid_escaper, args=(str(pidfile),))
+    proc.start()
+    proc.join(20)
+    pid = _read_pid(pidfile)
+    pidfd = os.pidfd_open(pid)  # before anything can reap it: PID-reuse safe
+    try:
+        assert not _wait_gone(pidfd, 0.5), "the escaper died without quiesce: no control"
+        signal.pidfd_send_signal(pidfd, signal.SIGKILL)
+        assert _wait_gone(pidfd, 10)
+    finally:
+        os.close(pidfd)
+
+
+# -- the lineage itself ----------------------------------------------------------------
+def _start(argv: list[str]) -> tuple[subprocess.Popen[bytes], int]:
+    proc = subprocess.Popen(argv, stdout=subprocess.PIPE)
+    return proc, _proctree.start_time(proc.pid)
+
+
+def test_lineage_says_nothing_is_left_once_a_child_and_its_children_are_gone() -> None:
+    proc, start = _start(["sh", "-c", "sleep 0.01 & wait"])
+    proc.wait()
+    lineage = _lineage.Lineage(os.getpid())
+    assert lineage.complete
+    assert lineage.left_nothing(proc.pid, start, lambda pid, started: False)
+
+
+def test_lineage_sees_a_setsid_grandchild_that_outlived_its_parent() -> None:
+    proc, start = _start(["sh", "-c", "setsid sleep 60 >/dev/null & echo $!"])
+    assert proc.stdout is not None
+    grandchild = int(proc.stdout.readline())
+    proc.wait()
+    proc.stdout.close()
+    pidfd = os.pidfd_open(grandchild)
+    try:
+        lineage = _lineage.Lineage(os.getpid())
+        assert lineage.complete
+        assert not lineage.left_nothing(proc.pid, start, lambda pid, started: False)
+        signal.pidfd_send_signal(pidfd, signal.SIGKILL)
+        assert _wait_gone(pidfd, 10)
+    finally:
+        os.close(pidfd)
+
+
+def test_lineage_lists_children_started_by_any_thread() -> None:
+    started: list[subprocess.Popen[bytes]] = []
+    thread = threading.Thread(target=lambda: started.append(subprocess.Popen(["sleep", "60"])))
+    thread.start()
+    thread.join()
+    try:
+        assert started[0].pid in (_lineage.children_of(os.getpid()) or [])
+    finally:
+        started[0].kill()
+        started[0].wait()
+
+
+PROGRAMS = Path(__file__).parent / "faults" / "programs"
+
+
+@pytest.mark.skipif(shutil.which("prlimit") is None, reason="prlimit(1) is not installed")
+def test_running_out_of_fds_at_any_step_of_a_start_never_hangs_or_leaves_a_child() -> None:
+    done = subprocess.run(["prlimit", "--nofile=96:96", sys.executable,
+                           str(PROGRAMS / "monitor_emfile.py")],
+                          capture_output=True, text=True, timeout=50)
+    assert done.returncode == 0, done.stdout + done.stderr
+    lines = done.stdout.splitlines()
+    assert any("raised OSError 24" in line for line in lines), lines  # the limit did bite
+    assert all(line.split(": ", 1)[1].startswith(("finished 49", "raised"))
+               for line in lines), lines
+    assert lines[-1] == "after: finished 49", lines
+
+
+def test_when_the_monitor_thread_cannot_start_the_child_is_ended_and_the_error_raised() -> None:
+    done = subprocess.run([sys.executable, str(PROGRAMS / "monitor_no_thread.py"), "as"],
+                          cwd="/", capture_output=True, text=True, timeout=40)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.splitlines() == [
+        "cannot start a thread: can't start new thread",
+        "raised RuntimeError: can't start new thread",
+        "children 0",
+        "exited",
+    ], done.stdout + done.stderr
