@@ -206,3 +206,11 @@ def test_when_the_monitor_thread_cannot_start_the_child_is_ended_and_the_error_r
         "children 0",
         "exited",
     ], done.stdout + done.stderr
+
+
+@pytest.mark.parametrize("run", range(6))
+def test_fork_started_workers_handed_tokens_never_hang_in_an_inherited_import_lock(
+        run: int) -> None:
+    done = subprocess.run([sys.executable, str(PROGRAMS / "fork_first_fd.py")],
+                          capture_output=True, text=True, timeout=40)
+    assert done.stdout.splitlines() == ["ok"], done.stdout + done.stderr

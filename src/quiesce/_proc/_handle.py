@@ -145,6 +145,12 @@ class ProcessHandle:
 
         Raises whatever ``process.start()`` raises (e.g. OSError EAGAIN).
         """
+        if getattr(process, "_start_method", None) == "fork":
+            # A forked child inherits the import lock of any module another thread is
+            # importing at that instant, held for ever. multiprocessing's resource sharer
+            # thread imports hmac lazily (on its first fd handed to a child), and the
+            # child then imports it too: import it here first, before any fork.
+            import hmac  # noqa: F401
         _launcher.launch(process.start)
         pid = process.pid
         assert pid is not None
@@ -392,7 +398,10 @@ class ProcessHandle:
             return True
         if self._root_start <= 0 or self._closed or self._reaped or not self.has_exited():
             return False
-        lineage = _lineage.lineage_since(self._root_parent, since)
+        # Dated from the earliest open root: one read serves every worker ending now.
+        young_since = min(_open_roots.values(), default=self._root_start)
+        lineage = _lineage.lineage_since(self._root_parent, since,
+                                         min(young_since, self._root_start))
         self._nothing_left = lineage.left_nothing(self.pid, self._root_start, _is_open_root)
         return self._nothing_left
 

@@ -61,10 +61,9 @@ import threading
 import time
 from collections.abc import Callable
 
-from quiesce._proc import _proctree
+from quiesce._proc import _platform, _proctree
 
 _TASK_CHILDREN: bool | None = None  # whether /proc/PID/task/TID/children exists here
-_PR_GET_CHILD_SUBREAPER = 37
 _MAX_LISTS = 20  # reads of one children list before giving up (processes dying fast)
 
 
@@ -132,29 +131,6 @@ def _start_and_state(pid: int) -> tuple[int, str] | None:
     return int(fields[19]), fields[0].decode()
 
 
-_prctl: Callable[..., int] | None = None
-
-
-def _is_subreaper() -> bool:
-    """Whether this process is a child subreaper (True when unsure).
-
-    ctypes, imported here on first use: a pointer argument is beyond the
-    plain-int calls of ``_platform``, and ``import quiesce`` must stay lean.
-    """
-    global _prctl
-    try:
-        import ctypes
-
-        if _prctl is None:
-            _prctl = ctypes.CDLL(None, use_errno=True).prctl
-        value = ctypes.c_int(0)
-        if _prctl(_PR_GET_CHILD_SUBREAPER, ctypes.byref(value), 0, 0, 0) != 0:
-            return True
-        return value.value != 0
-    except (ImportError, OSError, AttributeError):
-        return True
-
-
 class Lineage:
     """One read of the children of the chain above a parent, for every root it serves.
 
@@ -163,10 +139,11 @@ class Lineage:
     ``complete`` is False when anything was uncertain (see the module note).
     """
 
-    __slots__ = ("chain", "children", "complete", "started")
+    __slots__ = ("chain", "children", "complete", "started", "young_since")
 
-    def __init__(self, parent: int) -> None:
+    def __init__(self, parent: int, young_since: int = 0) -> None:
         self.started = time.monotonic()
+        self.young_since = young_since  # serves roots started then or later
         self.children: dict[int, tuple[int, str]] = {}
         self.chain: list[int] = []
         self.complete = False
@@ -183,23 +160,28 @@ class Lineage:
         self.complete = True
 
     def _read_children(self, pid: int) -> bool:
-        """Read ``pid``'s children until a list shows none not already dated.
+        """Read ``pid``'s children, again while the last list showed a young child dead.
 
-        A child's state is read after the list that showed it. A zombie's
-        children were re-parented before it became one, so they are in the
-        next list: the loop ends only on a list whose every entry was dated
-        (alive, zombie or gone) before that list was read.
+        A child's state is read after the list that showed it. A young child
+        (started since ``young_since``: maybe a descendant) found a zombie, or
+        gone, may have died after the list was read, its own children moved
+        here too late to be in it: the next list has them. Old children
+        cannot descend from the roots, so their deaths do not matter.
         """
         for _ in range(_MAX_LISTS):
             kids = children_of(pid)
             if kids is None:
                 return False
-            fresh = [k for k in kids if k not in self.children]
-            if not fresh:
-                return True
-            for kid in fresh:
+            again = False
+            for kid in kids:
+                if kid in self.children:
+                    continue
                 info = _start_and_state(kid)
-                self.children[kid] = info if info is not None else (-1, "?")
+                self.children[kid] = info = info if info is not None else (-1, "?")
+                if info[1] in ("Z", "?") and (info[0] < 0 or info[0] >= self.young_since):
+                    again = True
+            if not again:
+                return True
         return False
 
     def left_nothing(self, root: int, root_start: int,
@@ -208,7 +190,7 @@ class Lineage:
 
         ``known(pid, start)`` vouches for processes of our own (other workers).
         """
-        if not self.complete or root_start <= 0:
+        if not self.complete or root_start <= 0 or root_start < self.young_since:
             return False
         chain = set(self.chain)
         for pid, (start, state) in self.children.items():
@@ -236,11 +218,24 @@ def _chain(parent: int, me: int) -> list[int] | None:
     if info is not None and info[0] != me:
         return None  # not the fork server we started: don't guess
     # The owner gets orphans only as a subreaper or as its namespace's init.
-    rest = ancestors if me == 1 or _is_subreaper() else ancestors[1:]
+    rest = ancestors if me == 1 or _platform.is_child_subreaper() is not False else ancestors[1:]
     return [parent, *rest]
 
 
+_ancestors_cache: list[int] | None = None
+
+
 def _ancestors(me: int) -> list[int]:
+    """This process and its ancestors, nearest first. Cached: the chain only loses
+    members (an ancestor dies, its children go further up), so an old list holds
+    the new one; a member's PID reused by a stranger only adds work."""
+    global _ancestors_cache
+    if _ancestors_cache is None or _ancestors_cache[0] != me:
+        _ancestors_cache = _read_ancestors(me)
+    return _ancestors_cache
+
+
+def _read_ancestors(me: int) -> list[int]:
     result = [me]
     pid = os.getppid()
     while pid > 0 and pid not in result:
@@ -256,23 +251,25 @@ _lock = threading.Lock()
 _last: dict[int, Lineage] = {}
 
 
-def lineage_since(parent: int, moment: float) -> Lineage:
-    """A ``Lineage`` of ``parent``'s chain begun after ``moment`` (``time.monotonic()``).
+def lineage_since(parent: int, moment: float, young_since: int) -> Lineage:
+    """A ``Lineage`` of ``parent``'s chain begun after ``moment`` (``time.monotonic()``),
+    good for roots started at ``young_since`` (clock ticks) or later.
 
     Shared like ``_proctree.scan_since``: when many workers end at once,
-    one read begun after the last exit serves them all.
+    one read begun after the last exit serves them all (pass the earliest
+    start among the roots that may ask, so one read serves each of them).
     """
     with _lock:
         last = _last.get(parent)
-        if last is not None and last.started > moment:
+        if last is not None and last.started > moment and last.young_since <= young_since:
             return last
-        _last[parent] = last = Lineage(parent)
+        _last[parent] = last = Lineage(parent, young_since)
         return last
 
 
 def _after_fork_in_child() -> None:
-    global _lock, _last
-    _lock, _last = threading.Lock(), {}
+    global _lock, _last, _ancestors_cache
+    _lock, _last, _ancestors_cache = threading.Lock(), {}, None
 
 
 os.register_at_fork(after_in_child=_after_fork_in_child)

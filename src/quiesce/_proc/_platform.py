@@ -14,6 +14,7 @@ IS_LINUX = sys.platform.startswith("linux")
 
 _PR_SET_PDEATHSIG = 1
 _PR_SET_CHILD_SUBREAPER = 36
+_PR_GET_CHILD_SUBREAPER = 37
 
 _prctl_address: int | None = None
 
@@ -35,6 +36,31 @@ def _prctl(option: int, arg: int) -> bool:
         import ctypes
 
         return int(ctypes.CDLL(None).prctl(option, arg, 0, 0, 0)) == 0
+
+
+def is_child_subreaper() -> bool | None:
+    """Whether this process is a child subreaper; None where that cannot be asked.
+
+    PR_GET_CHILD_SUBREAPER writes an int through a pointer: a fresh bytes
+    object serves as the buffer (``_ctypes`` passes its data as ``char *``),
+    so no ``ctypes`` import, which in a background thread could hold the
+    module's import lock across another thread's fork.
+    """
+    global _prctl_address
+    if not IS_LINUX:
+        return None
+    try:
+        import _ctypes
+
+        if _prctl_address is None:
+            _prctl_address = int(_ctypes.dlsym(_ctypes.dlopen(None), "prctl"))  # type: ignore[arg-type]
+        buffer = bytes(8)  # never shared: bytes of this size are not cached
+        if int(_ctypes.call_function(_prctl_address, (_PR_GET_CHILD_SUBREAPER, buffer,
+                                                      0, 0, 0))) != 0:
+            return None
+        return int.from_bytes(buffer[:4], sys.byteorder) != 0
+    except (ImportError, AttributeError, OSError):
+        return None
 
 
 def set_parent_death_signal(signum: int) -> bool:
