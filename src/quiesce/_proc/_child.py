@@ -101,7 +101,8 @@ def end_descendants(tag: str, kill_after: float, *, subreaper: bool = False) -> 
     exit, it would re-parent to init, out of the owner's reach. So a
     subreaper with no child at all has no descendant either, and skips the
     scan of the whole process table (a few ms, paid by every worker at
-    once when a scope stops). The owner still scans after our exit.
+    once when a scope stops). The owner still checks after our exit
+    (_lineage: our ancestors' children lists, a full scan only if need be).
     """
     me = os.getpid()
     if subreaper and not _has_children():

@@ -1,9 +1,15 @@
 """ProcessHandle: one child process's whole life, and never a signal to a stranger.
 
 Launch -> own process group -> pidfd -> guardian registration -> (monitor:
-``exit_fd``, ``wait_exited``) -> ``reap`` -> ``end_remains`` -> ``close``
-(unregister). The scope's process and popen workers and the ProcessPool's
-workers all go through it, so the rules below hold everywhere.
+``exit_fd``, ``wait_exited``) -> ``left_nothing`` -> ``reap`` (or
+``try_reap``) -> ``end_remains`` -> ``close`` (unregister). The scope's
+process and popen workers and the ProcessPool's workers all go through it,
+so the rules below hold everywhere.
+
+After the root's exit, ``left_nothing`` proves from the children lists of
+the root's ancestors that no descendant is alive (see _lineage); then the
+/proc scans of ``reap`` and ``end_remains`` (below) are skipped. When it
+cannot prove it, they run as before.
 
 Design note: how each signal proves its target is ours
 ------------------------------------------------------
