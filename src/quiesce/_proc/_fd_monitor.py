@@ -135,6 +135,9 @@ class FdMonitor:
                 except BaseException:  # never let one worker's bug stop the others' watch
                     log.exception("quiesce: error in the process monitor (fd %d); fd dropped", fd)
                     self.remove(fd)
+            # Nothing of the batch may outlive it: a callback's worker (and its token's
+            # fds) must go as soon as its owner drops it, not at the next wake-up.
+            events = callback = None  # type: ignore[assignment]
 
 
 _instance: FdMonitor | None = None

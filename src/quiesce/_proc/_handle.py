@@ -155,8 +155,10 @@ class ProcessHandle:
             # A forked child inherits the import lock of any module another thread is
             # importing at that instant, held for ever. multiprocessing's resource sharer
             # thread imports hmac lazily (on its first fd handed to a child), and the
-            # child then imports it too: import it here first, before any fork.
-            import hmac  # noqa: F401
+            # child then imports it too: import it here first, before any fork. (If it
+            # cannot be imported, the child cannot import it either: nothing to guard.)
+            with contextlib.suppress(ImportError):
+                import hmac  # noqa: F401
         _launcher.launch(process.start)
         pid = process.pid
         assert pid is not None
