@@ -64,16 +64,19 @@ def test_a_result_bigger_than_the_pipe_arrives_whole() -> None:
 
 def test_a_failure_is_recorded_off_the_monitor_so_blocking_callbacks_cannot_stall_it() -> None:
     seen: dict[str, object] = {}
+    callback_done = threading.Event()
     with pytest.raises(ValueError, match="boom"), quiesce.Scope(grace=5, kill_after=1) as scope:
         slow = scope.process(targets.wait_for_stop)  # ends only once the failure stops it
 
         def on_stop() -> None:  # runs in the thread that records the failure
             seen["thread"] = threading.current_thread().name
             seen["joined"] = slow.join(10)  # needs the monitor to reap `slow` meanwhile
+            callback_done.set()
 
         scope.token.on_stop(on_stop)
         scope.process(targets.fail, "boom")
         scope.join()
+    assert callback_done.wait(20)  # it may still be running as the scope ends
     assert seen["joined"] is True
     assert seen["thread"] != "quiesce-monitor"
 

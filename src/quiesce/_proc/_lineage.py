@@ -68,10 +68,11 @@ _MAX_LISTS = 20  # reads of one children list before giving up (processes dying 
 
 
 def _children_files_exist() -> bool:
+    """Whether this kernel has CONFIG_PROC_CHILDREN (False without procfs)."""
     global _TASK_CHILDREN
     if _TASK_CHILDREN is None:
         tid = threading.get_native_id()
-        _TASK_CHILDREN = os.path.exists(f"/proc/self/task/{tid}/children")
+        _TASK_CHILDREN = os.path.exists(f"/proc/{os.getpid()}/task/{tid}/children")
     return _TASK_CHILDREN
 
 
@@ -147,8 +148,7 @@ class Lineage:
         self.children: dict[int, tuple[int, str]] = {}
         self.chain: list[int] = []
         self.complete = False
-        if not os.path.isdir("/proc/self") or not _children_files_exist() \
-                or not _proctree.process_table_is_ours():
+        if not _children_files_exist() or not _proctree.process_table_is_ours():
             return
         chain = _chain(parent, os.getpid())
         if chain is None:
@@ -214,15 +214,18 @@ def _chain(parent: int, me: int) -> list[int] | None:
     ancestors = _ancestors(me)  # me first
     if parent == me:
         return ancestors
-    info = _proctree.stat(parent)
-    if info is not None and info[0] != me:
-        return None  # not the fork server we started: don't guess
+    if parent not in _our_children:  # checked once: it stays ours while it lives, and
+        info = _proctree.stat(parent)  # once dead its orphans are further up the chain
+        if info is not None and info[0] != me:
+            return None  # not the fork server we started: don't guess
+        _our_children.add(parent)
     # The owner gets orphans only as a subreaper or as its namespace's init.
     rest = ancestors if me == 1 or _platform.is_child_subreaper() is not False else ancestors[1:]
     return [parent, *rest]
 
 
 _ancestors_cache: list[int] | None = None
+_our_children: set[int] = set()  # parents (fork servers) seen to be our children
 
 
 def _ancestors(me: int) -> list[int]:
@@ -268,8 +271,8 @@ def lineage_since(parent: int, moment: float, young_since: int) -> Lineage:
 
 
 def _after_fork_in_child() -> None:
-    global _lock, _last, _ancestors_cache
-    _lock, _last, _ancestors_cache = threading.Lock(), {}, None
+    global _lock, _last, _ancestors_cache, _our_children
+    _lock, _last, _ancestors_cache, _our_children = threading.Lock(), {}, None, set()
 
 
 os.register_at_fork(after_in_child=_after_fork_in_child)
