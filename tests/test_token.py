@@ -362,3 +362,35 @@ def test_stopped_outside_workers_follows_the_root_only(tmp_path: Path) -> None:
     assert done.stdout.splitlines() == [
         "before False False", "replaced False", "after True True", "forked False",
         "child stopped"]
+
+
+_COLLECTION_INSIDE = r"""
+import gc, quiesce
+parent = quiesce.StopToken()
+handles = [parent.on_stop(lambda: None) for _ in range(200)]
+
+def finalizer_like(phase, info):  # what a collected child token's finalizer does
+    if phase == "start" and handles:
+        handles.pop().cancel()
+
+callbacks = [lambda: None for _ in range(100)]
+on_stop = parent.on_stop
+gc.callbacks.append(finalizer_like)
+gc.set_threshold(1)  # a collection at (almost) every allocation, under the token's lock too
+for callback in callbacks:
+    on_stop(callback)
+parent.stop()
+gc.callbacks.remove(finalizer_like)
+print("done", flush=True)
+"""
+
+
+def test_a_collection_inside_on_stop_or_stop_cannot_deadlock() -> None:
+    """A garbage collection may run inside any allocation, and a collected child's
+    finalizer cancels its link on the parent, taking the parent's lock. Seen once as a
+    hung suite (gdb: on_stop -> StopHandle() -> gc -> finalize -> _remove_callback).
+    Negative control: the lock non-reentrant and the handle made under it: hangs."""
+    done = subprocess.run([sys.executable, "-c", _COLLECTION_INSIDE], capture_output=True,
+                          text=True, timeout=30)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout == "done\n"

@@ -163,7 +163,9 @@ class StopToken:
     def _setup(self, core: SharedCore | LocalCore) -> None:
         self._core = core
         self.stopped = core.is_set()
-        self._lock = threading.Lock()
+        # Reentrant: a garbage collection may run inside any allocation made under it,
+        # and a collected child's finalizer cancels its link here (_remove_callback).
+        self._lock = threading.RLock()
         self._callbacks: dict[int, Callable[[], object]] = {}
         self._fired = False
         # An object whose `stopped` follows ours at once (the root's view outside workers,
@@ -365,11 +367,13 @@ class StopToken:
         _validate.callable_target("callback", callback)
         key = next(_ids)
         with self._lock:
-            if not self._fired:
+            added = not self._fired
+            if added:
                 self._callbacks[key] = callback
-                return StopHandle(self, key)
-        _run_callback(callback)
-        return StopHandle(self, key)
+        handle = StopHandle(self, key)
+        if not added:
+            _run_callback(callback)
+        return handle
 
     def child(self, timeout: float | None = None) -> StopToken:
         """A new token that stops when this one stops (never the reverse).
@@ -504,9 +508,8 @@ class StopToken:
             if self._fired:
                 return
             self._fired = True
-            callbacks = list(self._callbacks.values())
-            self._callbacks.clear()
-        for callback in callbacks:  # _run_callback inlined: a scope's stop runs one per worker
+            callbacks, self._callbacks = self._callbacks, {}
+        for callback in callbacks.values():  # _run_callback inlined: a scope's stop runs one per worker
             try:
                 callback()
             except Exception:
@@ -587,7 +590,7 @@ def _after_fork_in_child() -> None:
         token._watched = False  # the parent's watcher watched it, not ours
         token._crossed = False
         token._stopping = False  # a parent thread's stop() does not go on here
-        token._lock = threading.Lock()  # held by a parent thread at fork time, perhaps
+        token._lock = threading.RLock()  # held by a parent thread at fork time, perhaps
         # Callbacks registered before the fork belong to the parent's objects
         # (its scopes, workers, pools), whose copies here own nothing and may
         # hold locks taken by a thread that does not exist here. The parent
