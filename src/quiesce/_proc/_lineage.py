@@ -96,7 +96,12 @@ def children_of(pid: int) -> list[int] | None:
     """Every child of every thread of ``pid``; [] if it is gone; None if unsure.
 
     The thread list is read again afterwards: a child of a thread that
-    exited meanwhile moved to another thread, maybe one already read.
+    exited meanwhile moved to another thread, maybe one already read. Each
+    ``children`` file is read twice, and must read the same: proc(5) calls
+    it reliable only while the children are stopped, because the kernel
+    walks the list one entry per step, and a child that exits meanwhile can
+    make the walk skip its next sibling. Any exit between the two reads
+    changes the second list, so an unchanged pair was not such a walk.
     """
     task_dir = f"/proc/{pid}/task"
     for _ in range(5):
@@ -107,8 +112,9 @@ def children_of(pid: int) -> list[int] | None:
         kids: list[int] = []
         stable = True
         for tid in tids:
-            data = _read(f"{task_dir}/{tid}/children")
-            if data is None:
+            path = f"{task_dir}/{tid}/children"
+            data = _read(path)
+            if data is None or _read(path) != data:
                 stable = False
                 break
             kids.extend(int(p) for p in data.split())
