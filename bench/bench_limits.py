@@ -10,6 +10,10 @@ Each row times quiesce and its baseline in the same run, taking turns round
 after round (baseline, quiesce, baseline, quiesce, ...), so the noise of a
 shared machine falls on both alike; the row shows both medians and the
 ratio of the medians (quiesce / baseline: lower is better) next to the goal.
+A row that times one short event (threads, processes, start, wake) takes
+``EVENTS_PER_ROUND`` samples per round: one process start swings by 2x
+from sample to sample on a shared machine, and 7 samples cannot median that
+away.
 
 Rows:
 
@@ -316,6 +320,8 @@ def row(what: str, base_name: str, base: float, ours: float, goal: float | None)
           f"  {ratio:6.2f}x  {goal_text:>7} {verdict}")
 
 
+EVENTS_PER_ROUND = 5
+
 ROWS = ("stopped", "quiesce-stopped", "threads", "processes", "start", "wake", "import",
         "orphan")
 
@@ -331,7 +337,9 @@ def main() -> int:
     rounds, method = args.rounds, args.start_method
     ctx = multiprocessing.get_context(method)
     print(f"bench_limits: {time.strftime('%Y-%m-%d %H:%M %Z')}, {os.cpu_count()} cores, "
-          f"Python {sys.version.split()[0]}, start method {method}, median of {rounds} rounds")
+          f"Python {sys.version.split()[0]}, start method {method}, median of {rounds} rounds"
+          f" ({rounds * EVENTS_PER_ROUND} samples for one-event rows)")
+    events = rounds * EVENTS_PER_ROUND
     only = set(args.only or ROWS)
     if "stopped" in only:
         b, q = take_turns(rounds, loop_event_is_set, loop_token_stopped)
@@ -340,16 +348,16 @@ def main() -> int:
         b, q = take_turns(rounds, loop_global_flag, loop_quiesce_stopped)
         row("quiesce.stopped() (hot loop)", "module-level bool", b, q, 3.5)
     if "threads" in only:
-        b, q = take_turns(rounds, threads_event, threads_scope)
+        b, q = take_turns(events, threads_event, threads_scope)
         row(f"{THREADS} threads on tokens: scope exit", "Event.set() + join", b, q, 1.1)
     if "processes" in only:
-        b, q = take_turns(rounds, lambda: processes_mp_event(ctx), lambda: processes_scope(ctx))
+        b, q = take_turns(events, lambda: processes_mp_event(ctx), lambda: processes_scope(ctx))
         row(f"{PROCESSES} processes on tokens: scope exit", "mp.Event.set() + join", b, q, 1.2)
     if "start" in only:
-        b, q = take_turns(rounds, lambda: start_mp_process(ctx), lambda: start_scope_process(ctx))
+        b, q = take_turns(events, lambda: start_mp_process(ctx), lambda: start_scope_process(ctx))
         row("scope.process(f) start", "Process(target=f).start()", b, q, 1.3)
     if "wake" in only:
-        b, q = take_turns(rounds, wake_event, wake_scope_sleep)
+        b, q = take_turns(events, wake_event, wake_scope_sleep)
         row("scope.stop() -> quiesce.sleep(10) returns", "Event.set() -> Event.wait()", b, q,
             None)
     if "import" in only:
