@@ -509,7 +509,8 @@ class StopToken:
                 return
             self._fired = True
             callbacks, self._callbacks = self._callbacks, {}
-        for callback in callbacks.values():  # _run_callback inlined: a scope's stop runs one per worker
+        # _run_callback inlined: a scope's stop runs one per worker
+        for callback in callbacks.values():
             try:
                 callback()
             except Exception:

@@ -197,26 +197,23 @@ class ProcessWorker(Worker):
         except BaseException:  # no thread: the bounded way, here
             inline()
 
-    def _end_remains_then_finish(self) -> None:
+    def _end_remains_then_finish(self, *, at_once: bool = False) -> None:
+        """Reap, end what the tree left (by the ladder, or at once: SIGKILL), record the end."""
         handle = self._handle
         assert handle is not None
         try:
             self._exitcode = handle.reap()
-            handle.end_remains(kill_after=self._owner.kill_after,
-                               kill_now=lambda: self._ladder_step >= 3)
+            if at_once:
+                handle.end_remains(kill_after=0.0)
+            else:
+                handle.end_remains(kill_after=self._owner.kill_after,
+                                   kill_now=lambda: self._ladder_step >= 3)
         finally:
             handle.close()
         self._finish(*self._classify())
 
     def _kill_remains_then_finish(self) -> None:
-        handle = self._handle
-        assert handle is not None
-        try:
-            self._exitcode = handle.reap()
-            handle.end_remains(kill_after=0.0)
-        finally:
-            handle.close()
-        self._finish(*self._classify())
+        self._end_remains_then_finish(at_once=True)
 
     # -- a thread of its own (no pidfd) ---------------------------------------------
     def _monitor_thread(self) -> None:
