@@ -212,7 +212,6 @@ class StopToken:
                 self._stopping = True
                 self._stopped_at = time.monotonic()
                 self._core.set(reason)
-                self._mark_stopped()
         finally:  # even if a signal handler raises in between: the callbacks are ours now
             if self._core.is_set():
                 if self._stopped_at is None:

@@ -81,10 +81,10 @@ class ScopeLadder:
             self._ladder_started = True
             self._origin = self._origin or "above"
             workers = list(self._workers)
-        # Stop every worker's token here, before starting the ladder thread: that start
-        # (~0.2 ms) would otherwise delay every worker's wake-up. The token links would
-        # stop them right after this callback anyway, and a token stops once, so the
-        # ladder's own first step finds them stopped.
+        # Stop every worker's token here, before the ladder runs anywhere: a thread or
+        # runner hand-off would otherwise delay every worker's wake-up. Task tokens have
+        # no link to the scope's token: this is what stops them. A thread's or process's
+        # linked token stops once, so its link and the ladder's first step find it stopped.
         reason = self._token.reason
         for worker in workers:
             worker.token.stop(reason)
