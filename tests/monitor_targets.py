@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import subprocess
+import time
 
 import quiesce
 
@@ -33,3 +34,26 @@ def leave_a_setsid_escaper(pidfile: str) -> None:
         f.write(str(child.pid))
     os.rename(pidfile + ".tmp", pidfile)
     os._exit(0)
+
+
+def wait_for_stop_after(ready: quiesce.StopToken, token: quiesce.StopToken) -> str:
+    ready.stop()
+    token.wait()
+    return "stopped"
+
+
+def ignore_stop_until(ready: quiesce.StopToken, release: str, token: quiesce.StopToken) -> str:
+    """Run on after the stop (the token is ignored) until the file ``release`` exists."""
+    ready.stop()
+    token.wait()
+    while not os.path.exists(release):
+        time.sleep(0.005)
+    return "released"
+
+
+def escape_when_stopped(ready: quiesce.StopToken, pidfile: str, token: quiesce.StopToken) -> None:
+    """Once stopped: start ``setsid sleep 60``, record its PID, and exit at once
+    (skipping the bootstrap's cleanup), so only the owner's look can find it."""
+    ready.stop()
+    token.wait()
+    leave_a_setsid_escaper(pidfile)

@@ -26,6 +26,7 @@ import pytest
 import monitor_targets as targets
 import quiesce
 from quiesce._proc import _lineage, _platform, _proctree
+from quiesce._scope import _process_worker
 
 from procs import alive
 
@@ -138,6 +139,104 @@ def test_negative_control_the_escaper_outlives_a_plain_multiprocessing_worker(
         assert _wait_gone(pidfd, 10)
     finally:
         os.close(pidfd)
+
+
+# -- exits held for one walk ------------------------------------------------------------
+def _started(scope: quiesce.Scope, target: object, *args: object) -> quiesce.Worker:
+    ready = quiesce.StopToken()
+    worker = scope.process(target, ready, *args)  # type: ignore[arg-type]
+    assert ready.wait(30), "the worker never started"
+    return worker
+
+
+class _Walks:
+    """Counts the lineage walks (``_lineage.Lineage`` reads) the monitor makes.
+
+    Not those of a thread that ends a tree by the ladder: a root started in
+    the same clock tick as a helper of ours (the guardian) cannot be proved
+    to have left nothing, and its reap walks again before scanning /proc.
+    """
+
+    def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        self.count = 0
+        real = _lineage.Lineage
+
+        def counted(*args: object) -> _lineage.Lineage:
+            if threading.current_thread().name == "quiesce-monitor":
+                self.count += 1
+            return real(*args)  # type: ignore[arg-type]
+
+        monkeypatch.setattr(_lineage, "Lineage", counted)
+
+
+@pytest.mark.parametrize("method", ["fork", "forkserver"])
+def test_workers_stopped_together_share_one_walk_while_the_hold_lasts(
+        method: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(_process_worker._Held, "HOLD", 60.0)  # only the last exit ends it
+    walks = _Walks(monkeypatch)
+    with quiesce.Scope(grace=30, kill_after=1, mp_context=method) as scope:
+        workers = [_started(scope, targets.wait_for_stop_after) for _ in range(6)]
+    assert [w.result for w in workers] == ["stopped"] * 6
+    assert walks.count == 1
+
+
+def test_negative_control_workers_that_are_not_stopped_each_walk_at_once(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(_process_worker._Held, "HOLD", 60.0)
+    walks = _Walks(monkeypatch)
+    with quiesce.Scope(mp_context="forkserver") as scope:
+        for i in range(3):  # one after another: nothing is held for a sibling
+            assert scope.process(targets.square, i).join(30)
+    assert walks.count == 3
+
+
+def test_a_sibling_that_ignores_its_stop_holds_the_others_no_longer_than_the_hold(
+        tmp_path: Path) -> None:
+    release = tmp_path / "release"
+    with quiesce.Scope(grace=60, kill_after=1, mp_context="forkserver") as scope:
+        stubborn = _started(scope, targets.ignore_stop_until, str(release))
+        quick = [_started(scope, targets.wait_for_stop_after) for _ in range(3)]
+        scope.stop()
+        try:
+            assert all(w.join(30) for w in quick), "held for a sibling that does not exit"
+            assert stubborn.ended_by is None and stubborn.pid is not None
+            assert alive(stubborn.pid)
+        finally:
+            release.touch()
+    assert [w.ended_by for w in quick] == ["stopped"] * 3
+    assert stubborn.result == "released"
+
+
+def test_negative_control_without_the_hold_s_limit_the_others_wait_for_the_last_exit(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(_process_worker._Held, "HOLD", 60.0)
+    release = tmp_path / "release"
+    with quiesce.Scope(grace=60, kill_after=1, mp_context="forkserver") as scope:
+        stubborn = _started(scope, targets.ignore_stop_until, str(release))
+        quick = _started(scope, targets.wait_for_stop_after)
+        scope.stop()
+        try:
+            assert not quick.join(1.0), "not held: the test above proves nothing"
+        finally:
+            release.touch()
+        assert quick.join(30) and stubborn.join(30)  # the last exit walks for both
+    assert quick.ended_by == "stopped"
+
+
+@pytest.mark.parametrize("method", METHODS)
+def test_a_setsid_escaper_started_as_a_held_worker_exits_is_found_and_ended(
+        tmp_path: Path, method: str) -> None:
+    # Stopped together with its siblings, the worker starts `setsid sleep 60` and
+    # os._exit()s: its walk is held for the siblings, and must still see the escaper.
+    pidfile = tmp_path / "pid"
+    with pytest.raises(quiesce.ProcessDied), \
+            quiesce.Scope(grace=5, kill_after=1, mp_context=method) as scope:
+        siblings = [_started(scope, targets.wait_for_stop_after) for _ in range(3)]
+        leaver = _started(scope, targets.escape_when_stopped, str(pidfile))
+    pid = _read_pid(pidfile)
+    assert leaver.exitcode == 0
+    assert [w.result for w in siblings] == ["stopped"] * 3
+    assert not alive(pid), "the escaper outlived its worker's scope"
 
 
 # -- the lineage itself ----------------------------------------------------------------

@@ -37,6 +37,8 @@ drops the parent's monitor (its thread does not exist there).
 
 from __future__ import annotations
 
+import heapq
+import itertools
 import logging
 import os
 import select
@@ -67,6 +69,8 @@ class FdMonitor:
         self._callbacks: dict[int, Callback] = {}
         self._lock = threading.Lock()
         self._failed = False
+        self._timers: list[tuple[float, int, Callback]] = []  # a heap; the monitor's own
+        self._order = itertools.count()
         self._thread = threading.Thread(target=self._run, name="quiesce-monitor", daemon=True)
         try:
             self._thread.start()
@@ -113,10 +117,21 @@ class FdMonitor:
     def watching(self, fd: int) -> bool:
         return fd in self._callbacks
 
+    def call_at(self, when: float, callback: Callback) -> None:
+        """Run ``callback(woke_at)`` in the monitor thread once ``time.monotonic()``
+        reaches ``when``. Only from a callback (in the monitor thread): the wait
+        that is under way would not see a timer set from elsewhere."""
+        if threading.current_thread() is not self._thread:
+            raise RuntimeError("FdMonitor.call_at is for the monitor's own callbacks")
+        heapq.heappush(self._timers, (when, next(self._order), callback))
+
     def _run(self) -> None:
         while True:
+            timeout = _MAX_WAIT
+            if self._timers:
+                timeout = min(_MAX_WAIT, max(0.0, self._timers[0][0] - time.monotonic()))
             try:
-                events = self._epoll.poll(_MAX_WAIT)
+                events = self._epoll.poll(timeout)
             except InterruptedError:
                 continue
             except OSError as exc:  # never seen; keep watching rather than die
@@ -135,6 +150,12 @@ class FdMonitor:
                 except BaseException:  # never let one worker's bug stop the others' watch
                     log.exception("quiesce: error in the process monitor (fd %d); fd dropped", fd)
                     self.remove(fd)
+            while self._timers and self._timers[0][0] <= woke_at:
+                _, _, callback = heapq.heappop(self._timers)
+                try:
+                    callback(woke_at)
+                except BaseException:
+                    log.exception("quiesce: error in a process monitor timer")
             # Nothing of the batch may outlive it: a callback's worker (and its token's
             # fds) must go as soon as its owner drops it, not at the next wake-up.
             events = callback = None  # type: ignore[assignment]

@@ -76,16 +76,44 @@ def _children_files_exist() -> bool:
     return _TASK_CHILDREN
 
 
-def _read(path: str) -> bytes | None:
+def _read(path: str, *, whole: bool = True) -> bytes | None:
     try:
         fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
     except OSError:
         return None
     try:
-        chunks = []
-        while chunk := os.read(fd, 65536):
+        return _read_fd(fd, whole=whole)
+    except OSError:
+        return None
+    finally:
+        os.close(fd)
+
+
+def _read_fd(fd: int, *, whole: bool = True) -> bytes:
+    """The file from its start (a procfs file is generated anew at offset 0): all of it,
+    or (``whole=False``, for a one-record file such as stat) what the first read gives."""
+    data = os.pread(fd, 65536, 0)
+    if data and (whole or len(data) == 65536):
+        chunks = [data]
+        while chunk := os.pread(fd, 65536, len(data)):
             chunks.append(chunk)
-        return b"".join(chunks)
+            data = b"".join(chunks)
+    return data
+
+
+def _read_twice(path: str) -> bytes | None:
+    """The file read twice through one fd; None if it cannot be read or the reads differ.
+
+    The fd names the thread itself, not its number: a second read through
+    it can never show another thread's list.
+    """
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    except OSError:
+        return None
+    try:
+        data = _read_fd(fd)
+        return data if _read_fd(fd) == data else None
     except OSError:
         return None
     finally:
@@ -112,9 +140,8 @@ def children_of(pid: int) -> list[int] | None:
         kids: list[int] = []
         stable = True
         for tid in tids:
-            path = f"{task_dir}/{tid}/children"
-            data = _read(path)
-            if data is None or _read(path) != data:
+            data = _read_twice(f"{task_dir}/{tid}/children")
+            if data is None:
                 stable = False
                 break
             kids.extend(int(p) for p in data.split())
@@ -129,7 +156,7 @@ def children_of(pid: int) -> list[int] | None:
 
 def _start_and_state(pid: int) -> tuple[int, str] | None:
     """(start time in clock ticks since boot, state) from /proc/PID/stat; None if gone."""
-    data = _read(f"/proc/{pid}/stat")
+    data = _read(f"/proc/{pid}/stat", whole=False)
     if not data:
         return None
     fields = data[data.rfind(b")") + 2:].split(maxsplit=20)
@@ -180,8 +207,8 @@ class Lineage:
                 return False
             again = False
             for kid in kids:
-                if kid in self.children:
-                    continue
+                if kid in self.children or kid in self.chain:
+                    continue  # a member's death moves its children up: to a list read later
                 info = _start_and_state(kid)
                 self.children[kid] = info = info if info is not None else (-1, "?")
                 if info[1] in ("Z", "?") and (info[0] < 0 or info[0] >= self.young_since):

@@ -31,6 +31,7 @@ cannot be started, the child is ended at once and the error raised from
 from __future__ import annotations
 
 import errno
+import logging
 import multiprocessing
 import multiprocessing.connection
 import os
@@ -50,6 +51,7 @@ from quiesce._proc._handle import ProcessHandle
 from quiesce._scope._worker import Owner, Worker
 
 _EXIT_POLL = 0.1  # without a pidfd: how often to check that the child still runs
+log = logging.getLogger("quiesce")
 
 
 class ProcessWorker(Worker):
@@ -123,9 +125,14 @@ class ProcessWorker(Worker):
         self._watched.append(fd)
         monitor.add(fd, self._on_readable)
         self._watched.append(handle.exit_fd)  # after the pipe: the exit drains it
+        with _running_lock:
+            _running[self] = None
         monitor.add(handle.exit_fd, self._on_exit)
 
     def _unwatch(self, fd: int | None = None) -> None:
+        if fd is None:
+            with _running_lock:
+                _running.pop(self, None)
         for watched in list(self._watched) if fd is None else [fd]:
             if watched in self._watched:
                 self._watched.remove(watched)
@@ -159,7 +166,13 @@ class ProcessWorker(Worker):
         self._read_available()  # all the child wrote is there: it wrote before exiting
         self._unwatch()
         self._reader.close()
-        if not handle.left_nothing(woke_at):
+        _held.add(self, woke_at)
+
+    def _after_exit(self, since: float) -> None:
+        """The rest of ``_on_exit``, once the walk is due (exit seen before ``since``)."""
+        handle = self._handle
+        assert handle is not None
+        if not handle.left_nothing(since):
             self._in_thread(self._end_remains_then_finish, inline=self._kill_remains_then_finish)
         elif handle.try_reap():
             self._finish_reaped()
@@ -274,6 +287,62 @@ class ProcessWorker(Worker):
         if message[2]:
             exc.__cause__ = RemoteTraceback(message[2])
         return ("failed", None, exc)
+
+
+class _Held:
+    """Exits whose walk waits for their stopping siblings (see the module note).
+
+    Touched only in the monitor thread. The first exit of a batch sets a
+    timer ``HOLD`` seconds on: whatever is held then is walked for, whether
+    its siblings have exited or not.
+    """
+
+    HOLD = 0.005
+
+    def __init__(self) -> None:
+        self.workers: list[ProcessWorker] = []
+        self.last = 0.0  # when the newest exit held was seen
+        self.batch = 0  # counts the batches: a timer flushes only its own
+
+    def add(self, worker: ProcessWorker, woke_at: float) -> None:
+        """Hold ``worker`` (its exit seen before ``woke_at``) while a sibling of any
+        held worker was told to stop and has not exited; else walk for all now."""
+        self.workers.append(worker)
+        self.last = max(self.last, woke_at)
+        owners = {id(w._owner) for w in self.workers}
+        with _running_lock:
+            _running.pop(worker, None)
+            waiting = any(id(w._owner) in owners and w._token.stopped for w in _running)
+        if not waiting or worker._monitor is None:
+            self.flush()
+        elif len(self.workers) == 1:
+            batch = self.batch
+            worker._monitor.call_at(woke_at + self.HOLD,
+                                    lambda _: self.flush() if self.batch == batch else None)
+
+    def flush(self) -> None:
+        """One walk, begun now, for every exit held (each was seen before ``last``)."""
+        workers, self.workers = self.workers, []
+        self.batch += 1
+        for worker in workers:
+            try:
+                worker._after_exit(self.last)
+            except BaseException:  # as the monitor does for a callback: the others go on
+                log.exception("quiesce: error in the process monitor (worker %s)", worker.name)
+
+
+_held = _Held()
+_running: dict[ProcessWorker, None] = {}  # watched by the monitor, exit not yet seen
+_running_lock = threading.Lock()
+
+
+def _after_fork_in_child() -> None:
+    global _held, _running_lock
+    _held, _running_lock = _Held(), threading.Lock()  # the parent's workers: not ours
+    _running.clear()
+
+
+os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
 def _load(data: bytes) -> tuple[Any, ...]:
