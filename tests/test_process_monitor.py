@@ -19,6 +19,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -26,6 +27,7 @@ import pytest
 import monitor_targets as targets
 import quiesce
 from quiesce._proc import _lineage, _platform, _proctree
+from quiesce._proc._fd_monitor import FdMonitor
 from quiesce._scope import _process_worker
 
 from procs import alive
@@ -237,6 +239,46 @@ def test_a_setsid_escaper_started_as_a_held_worker_exits_is_found_and_ended(
     assert leaver.exitcode == 0
     assert [w.result for w in siblings] == ["stopped"] * 3
     assert not alive(pid), "the escaper outlived its worker's scope"
+
+
+def test_monitor_timers_run_in_the_monitor_in_time_order_past_a_failing_one(
+        caplog: pytest.LogCaptureFixture) -> None:
+    monitor = FdMonitor.get()
+    ran: list[tuple[str, str]] = []
+    done = threading.Event()
+    rfd, wfd = os.pipe()
+
+    def record(name: str) -> Callable[[float], None]:
+        def timer(woke_at: float) -> None:
+            ran.append((name, threading.current_thread().name))
+            if name == "last":
+                done.set()
+        return timer
+
+    def fail(woke_at: float) -> None:
+        raise RuntimeError("a failing timer")
+
+    def on_readable(woke_at: float) -> None:
+        os.read(rfd, 1)
+        monitor.remove(rfd)
+        monitor.call_at(woke_at + 0.05, record("last"))
+        monitor.call_at(woke_at + 0.02, record("second"))
+        monitor.call_at(woke_at, fail)
+        monitor.call_at(woke_at, record("first"))
+
+    try:
+        monitor.add(rfd, on_readable)
+        os.write(wfd, b"x")
+        assert done.wait(20)
+    finally:
+        monitor.remove(rfd)
+        os.close(rfd)
+        os.close(wfd)
+    assert ran == [("first", "quiesce-monitor"), ("second", "quiesce-monitor"),
+                   ("last", "quiesce-monitor")]
+    assert "error in a process monitor timer" in caplog.text
+    with pytest.raises(RuntimeError, match="monitor's own callbacks"):
+        monitor.call_at(time.monotonic(), record("never"))  # not from the monitor thread
 
 
 # -- the lineage itself ----------------------------------------------------------------

@@ -15,6 +15,12 @@ start never wakes the monitor or hands it the GIL. The callbacks get the
 moment the wait returned: every exit reported in one batch happened before
 it, so one look at the process table begun after it serves them all.
 
+Timers (``call_at``) let a callback put work off a little (the process
+worker holds an exit's /proc read for its stopping siblings, see
+_scope/_process_worker): the wait's timeout is the earliest timer, and due
+timers run after each batch of fd callbacks. Only callbacks set them, so
+the wait under way never misses one (no wake-up fd needed).
+
 Callbacks must be short and never block: the process worker reads its
 pipe without blocking, reaps without blocking (the fork server reports
 an exit status through the sentinel, which it then watches), and hands

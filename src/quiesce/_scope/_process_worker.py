@@ -14,13 +14,28 @@ buffer is written while the child runs), the pidfd tells the exit (a
 descendant holding the pipe or the sentinel cannot hide it). Then, in the
 monitor: whatever is in the pipe is read, ``left_nothing`` asks whether the
 child left any descendant (a few small /proc files, one read for all
-the exits of one wake-up), and the child is reaped without blocking (under
+the exits it serves), and the child is reaped without blocking (under
 the fork server its status arrives a moment later, on the sentinel, which
 the monitor then watches). Anything slow goes to a thread of its own:
 ending what the child left behind (SIGTERM, then SIGKILL after
 ``kill_after``), and recording a failure (it stops the scope, and user
 callbacks run in the stopping thread). If that thread cannot start, the
 remains are killed at once in the monitor, so it stays bounded.
+
+Exits held for one read: the read must begin after the exits it serves,
+and when a scope stops its workers their exits are spread over several
+milliseconds, so one read per wake-up meant about one per worker (each
+~0.3-0.5 ms of the owner's CPU, while the children it waits for tear
+down on the same cores). So an exit's read waits while another worker of
+the same scope was told to stop (its token is stopped) and has not exited
+yet; the last such exit, or a timer ``_Held.HOLD`` (5 ms) after the
+batch's first exit, reads once for the whole batch. Bounded: a sibling
+that ignores its stop delays the others' end by the hold at most, and a
+held worker's root has already exited, so the ladder's steps on it are
+harmless. Workers that end on their own (not stopped) are never held.
+Rejected: a fixed delay after every exit (a lone worker would pay it);
+holding until every sibling exits (one that ignores its stop would hold
+the others until the ladder ends it).
 
 Without a pidfd, a thread per worker waits (sentinel and 100 ms polls),
 reaps and ends the remains, as before. If the monitor (or that thread)
