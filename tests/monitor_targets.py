@@ -42,10 +42,23 @@ def wait_for_stop_after(ready: quiesce.StopToken, token: quiesce.StopToken) -> s
     return "stopped"
 
 
-def ignore_stop_until(ready: quiesce.StopToken, release: str, token: quiesce.StopToken) -> str:
-    """Run on after the stop (the token is ignored) until the file ``release`` exists."""
+def exit_on_release(ready: quiesce.StopToken, seen: quiesce.StopToken, release: str,
+                    token: quiesce.StopToken) -> str:
+    """Once stopped, say so (``seen``), then exit once the file ``release`` exists."""
     ready.stop()
     token.wait()
+    seen.stop()
+    while not os.path.exists(release):
+        time.sleep(0.005)
+    return "stopped"
+
+
+def ignore_stop_until(ready: quiesce.StopToken, seen: quiesce.StopToken, release: str,
+                      token: quiesce.StopToken) -> str:
+    """Once stopped, say so (``seen``), then run on until the file ``release`` exists."""
+    ready.stop()
+    token.wait()
+    seen.stop()
     while not os.path.exists(release):
         time.sleep(0.005)
     return "released"

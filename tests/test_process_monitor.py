@@ -173,11 +173,16 @@ class _Walks:
 
 @pytest.mark.parametrize("method", ["fork", "forkserver"])
 def test_workers_stopped_together_share_one_walk_while_the_hold_lasts(
-        method: str, monkeypatch: pytest.MonkeyPatch) -> None:
+        method: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(_process_worker._Held, "HOLD", 60.0)  # only the last exit ends it
     walks = _Walks(monkeypatch)
+    release = tmp_path / "release"
+    seen = [quiesce.StopToken() for _ in range(6)]
     with quiesce.Scope(grace=30, kill_after=1, mp_context=method) as scope:
-        workers = [_started(scope, targets.wait_for_stop_after) for _ in range(6)]
+        workers = [_started(scope, targets.exit_on_release, s, str(release)) for s in seen]
+        scope.stop()
+        assert all(s.wait(30) for s in seen)  # every token stopped before any exit
+        release.touch()
     assert [w.result for w in workers] == ["stopped"] * 6
     assert walks.count == 1
 
@@ -196,7 +201,7 @@ def test_a_sibling_that_ignores_its_stop_holds_the_others_no_longer_than_the_hol
         tmp_path: Path) -> None:
     release = tmp_path / "release"
     with quiesce.Scope(grace=60, kill_after=1, mp_context="forkserver") as scope:
-        stubborn = _started(scope, targets.ignore_stop_until, str(release))
+        stubborn = _started(scope, targets.ignore_stop_until, quiesce.StopToken(), str(release))
         quick = [_started(scope, targets.wait_for_stop_after) for _ in range(3)]
         scope.stop()
         try:
@@ -212,12 +217,15 @@ def test_a_sibling_that_ignores_its_stop_holds_the_others_no_longer_than_the_hol
 def test_negative_control_without_the_hold_s_limit_the_others_wait_for_the_last_exit(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(_process_worker._Held, "HOLD", 60.0)
-    release = tmp_path / "release"
+    release, quick_release = tmp_path / "release", tmp_path / "quick"
+    seen = [quiesce.StopToken(), quiesce.StopToken()]
     with quiesce.Scope(grace=60, kill_after=1, mp_context="forkserver") as scope:
-        stubborn = _started(scope, targets.ignore_stop_until, str(release))
-        quick = _started(scope, targets.wait_for_stop_after)
+        stubborn = _started(scope, targets.ignore_stop_until, seen[0], str(release))
+        quick = _started(scope, targets.exit_on_release, seen[1], str(quick_release))
         scope.stop()
         try:
+            assert all(s.wait(30) for s in seen)  # the stubborn one counts as stopping
+            quick_release.touch()
             assert not quick.join(1.0), "not held: the test above proves nothing"
         finally:
             release.touch()
@@ -306,10 +314,28 @@ def test_lineage_sees_a_setsid_grandchild_that_outlived_its_parent() -> None:
         lineage = _lineage.Lineage(os.getpid())
         assert lineage.complete
         assert not lineage.left_nothing(proc.pid, start, lambda pid, started: False)
+        # in a session of its own, young: the session rule must not take it for a stranger
+        assert not lineage.left_nothing(proc.pid, start, lambda pid, started: False,
+                                        (os.getsid(0),))
         signal.pidfd_send_signal(pidfd, signal.SIGKILL)
         assert _wait_gone(pidfd, 10)
     finally:
         os.close(pidfd)
+
+
+def test_a_young_stranger_adopted_by_the_chain_is_told_apart_by_its_session() -> None:
+    # Another program's orphan, adopted by init (here: by a subreaper on the chain) after
+    # the root started, used to make every proof fail; its session, led by a process
+    # older than the root, proves it a stranger (see the program's docstring).
+    done = subprocess.run([sys.executable, str(PROGRAMS / "lineage_sessions.py")],
+                          capture_output=True, text=True, timeout=40)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert done.stdout.splitlines() == [
+        "with sessions: True",
+        "without sessions: False",
+        "own session: False",
+        "leader gone: False",
+    ], done.stdout + done.stderr
 
 
 def test_lineage_lists_children_started_by_any_thread() -> None:

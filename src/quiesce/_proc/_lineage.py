@@ -43,6 +43,19 @@ the first worker started in the same clock tick (10 ms) as a helper of
 ours (the guardian, the fork server): a false alarm costs a scan, never a
 miss.
 
+Strangers on the chain: init (or a subreaper above us) also adopts the
+orphans of unrelated programs, and one started after the root used to
+make the proof fail (in a busy container, a third of the walks). A young
+child in a session its descendants cannot have is no descendant: a
+process's session is inherited at fork or, by ``setsid``, its own PID. So
+the root's descendants are in the root's session, the one it was born in
+(its parent's, read at the start: a command that is not a group leader
+can leave it), or a session led by a descendant. If the session's number
+names a process that started before the root and still lives (read after
+the walk), that number was never free while the root's tree lived: no
+descendant can have made that session. Its leader gone, or younger, or a
+session the root can have had: no proof, as before.
+
 What this does not look for: a process that *joined* the worker's group,
 or was handed its tag, without descending from it. Neither is made by
 the worker's own code; the full scan still runs whenever a descendant
@@ -79,7 +92,7 @@ from __future__ import annotations
 import os
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 
 from quiesce._proc import _platform, _proctree
 
@@ -173,31 +186,48 @@ def children_of(pid: int) -> list[int] | None:
     return None
 
 
-def _start_and_state(pid: int) -> tuple[int, str] | None:
-    """(start time in clock ticks since boot, state) from /proc/PID/stat; None if gone."""
+def _start_and_state(pid: int) -> tuple[int, str, int] | None:
+    """(start time in clock ticks since boot, state, session) from /proc/PID/stat;
+    None if gone."""
     data = _read_stat(pid)
     if not data:
         return None
     fields = data[data.rfind(b")") + 2:].split(maxsplit=20)
     if len(fields) < 20:
         return None
-    return int(fields[19]), fields[0].decode()
+    return int(fields[19]), fields[0].decode(), int(fields[3])
+
+
+def root_identity(pid: int) -> tuple[int, int, int]:
+    """(start ticks, parent PID, session) of ``pid``; (0, 0, 0) if unknown.
+
+    Read while ``pid`` is our unreaped child (the number is still its own).
+    """
+    data = _read_stat(pid)
+    if not data:
+        return 0, 0, 0
+    fields = data[data.rfind(b")") + 2:].split(maxsplit=20)
+    if len(fields) < 20:
+        return 0, 0, 0
+    return int(fields[19]), int(fields[1]), int(fields[3])
 
 
 class Lineage:
     """One read of the children of the chain above a parent, for every root it serves.
 
-    ``children`` maps each child seen to (start ticks, state) as read after
-    the list that showed it (start -1: gone before it could be dated).
+    ``children`` maps each child seen to (start ticks, state, session) as
+    read after the list that showed it (start -1: gone before it could be
+    dated).
     ``complete`` is False when anything was uncertain (see the module note).
     """
 
-    __slots__ = ("chain", "children", "complete", "started", "young_since")
+    __slots__ = ("_leaders", "chain", "children", "complete", "started", "young_since")
 
     def __init__(self, parent: int, young_since: int = 0) -> None:
         self.started = time.monotonic()
         self.young_since = young_since  # serves roots started then or later
-        self.children: dict[int, tuple[int, str]] = {}
+        self.children: dict[int, tuple[int, str, int]] = {}
+        self._leaders: dict[int, int] = {}  # session -> start of the process of that number
         self.chain: list[int] = []
         self.complete = False
         if not _children_files_exist() or not _proctree.process_table_is_ours():
@@ -229,23 +259,27 @@ class Lineage:
                 if kid in self.children or kid in self.chain:
                     continue  # a member's death moves its children up: to a list read later
                 info = _start_and_state(kid)
-                self.children[kid] = info = info if info is not None else (-1, "?")
+                self.children[kid] = info = info if info is not None else (-1, "?", 0)
                 if info[1] in ("Z", "?") and (info[0] < 0 or info[0] >= self.young_since):
                     again = True
             if not again:
                 return True
         return False
 
-    def left_nothing(self, root: int, root_start: int,
-                     known: Callable[[int, int], bool]) -> bool:
+    def left_nothing(self, root: int, root_start: int, known: Callable[[int, int], bool],
+                     sessions: Collection[int] | None = None) -> bool:
         """Whether no live process listed can descend from ``root`` (started ``root_start``).
 
         ``known(pid, start)`` vouches for processes of our own (other workers).
+        ``sessions``: every session ``root``'s descendants can have inherited
+        (the root's own, and for a command its parent's: see the module
+        note); a young process in another session, whose leader started
+        before the root and lives, is then not its descendant.
         """
         if not self.complete or root_start <= 0 or root_start < self.young_since:
             return False
         chain = set(self.chain)
-        for pid, (start, state) in self.children.items():
+        for pid, (start, state, session) in self.children.items():
             if pid in chain or state == "Z":
                 continue  # a zombie: its children were moved to the lists we read
             if start < 0:
@@ -256,8 +290,22 @@ class Lineage:
                 continue  # the root itself, not yet reaped by its parent
             if known(pid, start):
                 continue  # another worker of ours: not a descendant, whatever its state
+            if sessions is not None and self._foreign(session, sessions, root_start):
+                continue  # a stranger's: e.g. an orphan of someone else's, adopted by init
             return False
         return True
+
+    def _foreign(self, session: int, sessions: Collection[int], root_start: int) -> bool:
+        """Whether a session cannot hold the root's descendants: not one they can have
+        inherited, and its number still names a process older than the root (read now,
+        after the walk: the number was never free while the root's tree lived)."""
+        if session <= 0 or session in sessions:
+            return False
+        if session not in self._leaders:
+            info = _start_and_state(session)
+            self._leaders[session] = info[0] if info is not None else -1
+        leader_start = self._leaders[session]
+        return 0 < leader_start < root_start
 
 
 def _chain(parent: int, me: int) -> list[int] | None:

@@ -342,8 +342,10 @@ class _Held:
         for worker in workers:
             try:
                 worker._after_exit(self.last)
-            except BaseException:  # as the monitor does for a callback: the others go on
+            except BaseException:  # the others go on; this one ends the way that scans
                 log.exception("quiesce: error in the process monitor (worker %s)", worker.name)
+                worker._in_thread(worker._end_remains_then_finish,
+                                  inline=worker._kill_remains_then_finish)
 
 
 _held = _Held()
