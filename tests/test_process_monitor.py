@@ -338,6 +338,21 @@ def test_a_young_stranger_adopted_by_the_chain_is_told_apart_by_its_session() ->
     ], done.stdout + done.stderr
 
 
+def test_lineage_tells_a_process_gone_from_one_it_cannot_read() -> None:
+    proc = subprocess.Popen(["sleep", "60"])
+    try:
+        assert not _lineage._gone(proc.pid)  # alive
+        assert not _lineage._gone(1)  # init: alive, perhaps not ours to signal (EPERM)
+        proc.kill()
+        proc.wait()
+        assert _lineage._gone(proc.pid)  # reaped: the number is free (until reused)
+        assert _lineage.children_of(proc.pid) == []
+    finally:
+        if proc.returncode is None:
+            proc.kill()
+            proc.wait()
+
+
 def test_lineage_lists_children_started_by_any_thread() -> None:
     started: list[subprocess.Popen[bytes]] = []
     thread = threading.Thread(target=lambda: started.append(subprocess.Popen(["sleep", "60"])))

@@ -34,11 +34,21 @@ every ancestor of the owner (which of them are subreapers cannot be read
 from /proc), and the owner itself only if it is the parent or a subreaper
 (its other threads' children would only add work).
 
+A young child found dead when it is dated (a zombie, or gone: no
+process has its number, ``kill(pid, 0)`` says ESRCH) may have died after
+the list was read, its children moved here too late to be in it; the
+list is read again, and as the death came before that read, the moved
+children are in it: the dead child itself is no descendant left alive.
+(A child gone before it could be dated was "don't know" until a run
+showed the fork server reaping roots during the walk, about one walk in
+a hundred, each then paying a full scan.)
+
 Anything uncertain makes the answer "don't know" and the caller falls
-back to the full scans: a child listed but gone (or a zombie) by the time
-its start time is read, no ``children`` files (kernels without
-CONFIG_PROC_CHILDREN), a chain that is not what we expect, a process
-table that is not ours, no procfs. The answer is also "don't know" for
+back to the full scans: a child listed but unreadable while its number
+is taken (hidden from us by ``hidepid``), a chain member or an ancestor
+we cannot read (hidden: a chain cut short would miss init), no
+``children`` files (kernels without CONFIG_PROC_CHILDREN), a chain that
+is not what we expect, a process table that is not ours, no procfs. The answer is also "don't know" for
 the first worker started in the same clock tick (10 ms) as a helper of
 ours (the guardian, the fork server): a false alarm costs a scan, never a
 miss.
@@ -167,8 +177,8 @@ def children_of(pid: int) -> list[int] | None:
     for _ in range(5):
         try:
             tids = os.listdir(task_dir)
-        except OSError:
-            return []  # gone: its children moved up the chain, read after it
+        except OSError:  # gone: its children moved up the chain, read after it
+            return [] if _gone(pid) else None  # else hidden from us (hidepid): unsure
         kids: list[int] = []
         stable = True
         for tid in tids:
@@ -182,8 +192,20 @@ def children_of(pid: int) -> list[int] | None:
                 if sorted(os.listdir(task_dir)) == sorted(tids):
                     return kids
             except OSError:
-                return []
+                return [] if _gone(pid) else None
     return None
+
+
+def _gone(pid: int) -> bool:
+    """Whether no process (not even a zombie) has the number ``pid`` now. A process
+    hidden from our /proc (hidepid) exists: EPERM, not ESRCH."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    except OSError:
+        return False
+    return False
 
 
 def _start_and_state(pid: int) -> tuple[int, str, int] | None:
@@ -259,8 +281,10 @@ class Lineage:
                 if kid in self.children or kid in self.chain:
                     continue  # a member's death moves its children up: to a list read later
                 info = _start_and_state(kid)
-                self.children[kid] = info = info if info is not None else (-1, "?", 0)
-                if info[1] in ("Z", "?") and (info[0] < 0 or info[0] >= self.young_since):
+                if info is None:  # dead and reaped ("X"), or unreadable though it lives
+                    info = (-1, "X" if _gone(kid) else "?", 0)
+                self.children[kid] = info
+                if info[1] in ("Z", "X", "?") and (info[0] < 0 or info[0] >= self.young_since):
                     again = True
             if not again:
                 return True
@@ -280,10 +304,10 @@ class Lineage:
             return False
         chain = set(self.chain)
         for pid, (start, state, session) in self.children.items():
-            if pid in chain or state == "Z":
-                continue  # a zombie: its children were moved to the lists we read
+            if pid in chain or state in ("Z", "X"):
+                continue  # dead: its children were moved before its list was read again
             if start < 0:
-                return False  # vanished before we could date it (its children: maybe moved late)
+                return False  # alive but unreadable (hidden from us): cannot be dated
             if start < root_start:
                 continue  # older than the root: cannot descend from it
             if pid == root and start == root_start:
@@ -312,6 +336,8 @@ def _chain(parent: int, me: int) -> list[int] | None:
     """The processes a descendant of a child of ``parent`` can be re-parented to,
     nearest first; None if ``parent`` is not this process or a child of it."""
     ancestors = _ancestors(me)  # me first
+    if ancestors is None:
+        return None
     if parent == me:
         return ancestors
     if parent not in _our_children:  # checked once: it stays ours while it lives, and
@@ -328,24 +354,26 @@ _ancestors_cache: list[int] | None = None
 _our_children: set[int] = set()  # parents (fork servers) seen to be our children
 
 
-def _ancestors(me: int) -> list[int]:
-    """This process and its ancestors, nearest first. Cached: the chain only loses
-    members (an ancestor dies, its children go further up), so an old list holds
-    the new one; a member's PID reused by a stranger only adds work."""
+def _ancestors(me: int) -> list[int] | None:
+    """This process and its ancestors, nearest first (None: unknown). Cached: the
+    chain only loses members (an ancestor dies, its children go further up), so an
+    old list holds the new one; a member's PID reused by a stranger only adds work."""
     global _ancestors_cache
     if _ancestors_cache is None or _ancestors_cache[0] != me:
         _ancestors_cache = _read_ancestors(me)
     return _ancestors_cache
 
 
-def _read_ancestors(me: int) -> list[int]:
+def _read_ancestors(me: int) -> list[int] | None:
+    """Up to the namespace's init; None if a link cannot be read (an ancestor that
+    died meanwhile, or one hidden from us: a chain cut short would miss its top)."""
     result = [me]
     pid = os.getppid()
     while pid > 0 and pid not in result:
         result.append(pid)
         info = _proctree.stat(pid)
         if info is None:
-            break
+            return None
         pid = info[0]
     return result
 
