@@ -48,10 +48,10 @@ back to the full scans: a child listed but unreadable while its number
 is taken (hidden from us by ``hidepid``), a chain member or an ancestor
 we cannot read (hidden: a chain cut short would miss init), no
 ``children`` files (kernels without CONFIG_PROC_CHILDREN), a chain that
-is not what we expect, a process table that is not ours, no procfs. The answer is also "don't know" for
-the first worker started in the same clock tick (10 ms) as a helper of
-ours (the guardian, the fork server): a false alarm costs a scan, never a
-miss.
+is not what we expect, a process table that is not ours, no procfs.
+The answer is also "don't know" for the first worker started in the same
+clock tick (10 ms) as a helper of ours (the guardian, the fork server): a
+false alarm costs a scan, never a miss.
 
 Strangers on the chain: init (or a subreaper above us) also adopts the
 orphans of unrelated programs, and one started after the root used to
