@@ -129,7 +129,6 @@ class ProcessHandle:
         if self._root_start:
             with contextlib.suppress(OSError):
                 self._root_sessions = (session, os.getsid(self._root_parent))
-        if self._root_start:
             _open_roots[pid] = self._root_start
         self._fd_lock = threading.Lock()  # close() never pulls the pidfd from under a signal
         self._pins = pins
