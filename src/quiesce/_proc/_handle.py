@@ -118,17 +118,12 @@ class ProcessHandle:
         self._pidfd = _platform.pidfd_open(pid)  # unreaped: the PID is still our child's
         # Read while the PID is still the child's: only a process started since can carry
         # its tag (0, unknown: every process's tags are read). The parent (us, or the fork
-        # server) heads the chain _lineage reads after the exit.
-        self._root_start, self._root_parent, session = (
-            _lineage.root_identity(pid) if self._pidfd is not None else (0, 0, 0))
+        # server) heads the chain _lineage reads after the exit; the sessions, see there.
+        self._root_start, self._root_parent, self._root_sessions = (
+            _lineage.root_identity(pid) if self._pidfd is not None else (0, 0, None))
         if self._pidfd is not None and select.select([self._pidfd], [], [], 0)[0]:
             self._root_start, self._root_parent = 0, 0  # exited: the read may be a stranger's
-        # The sessions its descendants can have inherited (see _lineage): the root's now,
-        # and the one it was born in, its parent's (the root may have left it by setsid).
-        self._root_sessions: tuple[int, ...] | None = None
         if self._root_start:
-            with contextlib.suppress(OSError):
-                self._root_sessions = (session, os.getsid(self._root_parent))
             _open_roots[pid] = self._root_start
         self._fd_lock = threading.Lock()  # close() never pulls the pidfd from under a signal
         self._pins = pins

@@ -220,18 +220,26 @@ def _start_and_state(pid: int) -> tuple[int, str, int] | None:
     return int(fields[19]), fields[0].decode(), int(fields[3])
 
 
-def root_identity(pid: int) -> tuple[int, int, int]:
-    """(start ticks, parent PID, session) of ``pid``; (0, 0, 0) if unknown.
+def root_identity(pid: int) -> tuple[int, int, tuple[int, ...] | None]:
+    """(start ticks, parent PID, sessions) of ``pid``; (0, 0, None) if unknown.
 
     Read while ``pid`` is our unreaped child (the number is still its own).
+    ``sessions``: those its descendants can have inherited (for
+    ``Lineage.left_nothing``): its own now, and its parent's, the one it
+    was born in (it may have left it by setsid); None if unreadable.
     """
     data = _read_stat(pid)
     if not data:
-        return 0, 0, 0
+        return 0, 0, None
     fields = data[data.rfind(b")") + 2:].split(maxsplit=20)
     if len(fields) < 20:
-        return 0, 0, 0
-    return int(fields[19]), int(fields[1]), int(fields[3])
+        return 0, 0, None
+    parent = int(fields[1])
+    try:
+        sessions: tuple[int, ...] | None = (int(fields[3]), os.getsid(parent))
+    except OSError:
+        sessions = None
+    return int(fields[19]), parent, sessions
 
 
 class Lineage:
