@@ -5,19 +5,20 @@ possibly while that thread holds a lock the handler's work needs (a
 token's, a scope's): stopping a token right there could deadlock. The
 handler only puts the work on a ``queue.SimpleQueue``, whose ``put`` is
 documented as safe from signal handlers; one daemon thread runs it.
+
+Every quiesce child process imports this module: ``SimpleQueue`` comes
+from ``_queue`` (the C half of ``queue``, without heapq and the rest), and
+logging is imported only to report a failure.
 """
 
 from __future__ import annotations
 
-import logging
 import os
-import queue
 import threading
+from _queue import SimpleQueue
 from collections.abc import Callable
 
-log = logging.getLogger("quiesce")
-
-_queue: queue.SimpleQueue[Callable[[], None]] = queue.SimpleQueue()
+_queue: SimpleQueue[Callable[[], None]] = SimpleQueue()
 _thread: threading.Thread | None = None
 _lock = threading.Lock()
 
@@ -42,12 +43,14 @@ def _serve() -> None:
         try:
             fn()
         except Exception:
-            log.exception("quiesce: work requested by a signal failed")
+            import logging  # rare: a child process need not import logging otherwise
+
+            logging.getLogger("quiesce").exception("quiesce: work requested by a signal failed")
 
 
 def _after_fork_in_child() -> None:
     global _queue, _thread, _lock
-    _queue = queue.SimpleQueue()
+    _queue = SimpleQueue()
     _thread = None
     _lock = threading.Lock()
 

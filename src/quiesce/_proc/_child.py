@@ -26,8 +26,6 @@ In order, and why:
 
 from __future__ import annotations
 
-import functools
-import inspect
 import multiprocessing
 import multiprocessing.connection
 import os
@@ -36,7 +34,6 @@ import signal
 import sys
 import threading
 import time
-import traceback
 from types import FrameType
 from typing import Any
 
@@ -47,28 +44,6 @@ from quiesce._proc import _platform, _proctree
 
 LIFELINE_POLL = 0.05
 _WALL = 0x40000000  # Linux's __WALL: wait for every kind of child (not in the os module)
-
-
-def wants_token(fn: object) -> bool:
-    """Whether ``fn`` declares a parameter named ``token`` (it then gets the worker's).
-
-    Cached: pools ask once per task, and inspect.signature costs ~10 us.
-    """
-    try:
-        return _wants_token_cached(fn)
-    except TypeError:  # unhashable callable
-        return _wants_token(fn)
-
-
-def _wants_token(fn: object) -> bool:
-    try:
-        parameters = inspect.signature(fn).parameters  # type: ignore[arg-type]
-    except (TypeError, ValueError):
-        return False
-    return "token" in parameters
-
-
-_wants_token_cached = functools.lru_cache(maxsize=512)(_wants_token)
 
 
 class RemoteTraceback(Exception):
@@ -82,12 +57,17 @@ class RemoteTraceback(Exception):
         return self.text
 
 
-def child_main(payload: bytes, token: StopToken, writer: multiprocessing.connection.Connection,
+def child_main(payload: bytes, pass_token: bool, token: StopToken,
+               writer: multiprocessing.connection.Connection,
                tag: str, owner_pid: int, kill_after: float = 2.0) -> None:
-    """Target of the multiprocessing.Process; the exit status tells how it ended."""
+    """Target of the multiprocessing.Process; the exit status tells how it ended.
+
+    ``pass_token``: whether the target gets ``token=`` (the owner asked
+    ``_wants_token``, so this process never imports inspect).
+    """
     terminated = prepare_child(token, tag, owner_pid)
     subreaper = _platform.set_child_subreaper()  # step 7: orphans of our descendants stay ours
-    code = _run_target(payload, token, writer, terminated)
+    code = _run_target(payload, pass_token, token, writer, terminated)
     writer.close()
     end_descendants(tag, kill_after, subreaper=subreaper)
     sys.exit(code)
@@ -230,12 +210,12 @@ def _start_lifeline(owner_pid: int, token: StopToken, tag: str) -> None:
     threading.Thread(target=watch, name="quiesce-lifeline", daemon=True).start()
 
 
-def _run_target(payload: bytes, token: StopToken,
+def _run_target(payload: bytes, pass_token: bool, token: StopToken,
                 writer: multiprocessing.connection.Connection, terminated: list[bool]) -> int:
     try:
         try:
             fn, args, kwargs = pickle.loads(payload)
-            if wants_token(fn) and "token" not in kwargs:
+            if pass_token:
                 kwargs = {**kwargs, "token": token}
             with _context.using(token):
                 value = fn(*args, **kwargs)
@@ -261,6 +241,10 @@ def _send_result(writer: multiprocessing.connection.Connection, value: object) -
 
 
 def _send_failure(writer: multiprocessing.connection.Connection, exc: BaseException) -> None:
+    # Imported here, on the main thread, only by a target that failed. Under fork the
+    # owner has it already (logging imports it), so no fork copied its import lock held.
+    import traceback
+
     text = "".join(traceback.format_exception(exc))
     try:
         _send(writer, ("failed", exc, text))

@@ -55,13 +55,17 @@ _EXIT_POLL = 0.1  # without a pidfd: how often to check that the child still run
 class ProcessWorker(Worker):
     kind = "process"
 
-    def __init__(self, owner: Owner, name: str, payload: bytes, ctx: BaseContext) -> None:
+    def __init__(self, owner: Owner, name: str, payload: bytes, ctx: BaseContext, *,
+                 pass_token: bool) -> None:
+        """``payload``: the pickled (fn, args, kwargs); ``pass_token``: whether fn gets
+        ``token=`` (asked here, in the owner: the child never imports inspect)."""
         super().__init__(owner, name, owner.token.child())
         self._tag = _proctree.new_tag()
         self._reader, writer = ctx.Pipe(duplex=False)
         self._process = ctx.Process(  # type: ignore[attr-defined]
             target=child_main, name=name,
-            args=(payload, self._token, writer, self._tag, os.getpid(), owner.kill_after),
+            args=(payload, pass_token, self._token, writer, self._tag, os.getpid(),
+                  owner.kill_after),
         )
         self._writer = writer
         self._handle: ProcessHandle | None = None

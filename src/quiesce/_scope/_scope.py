@@ -35,6 +35,7 @@ from quiesce._pools._threadpool import ThreadPool
 from quiesce._proc._command import Argv, check_argv, command_name
 from quiesce._proc._mp_context import resolve_context
 from quiesce._proc._pickling import pickle_target
+from quiesce._proc._wants_token import wants_token
 from quiesce._scope import _live_scopes
 from quiesce._scope._async_scope import AsyncScope
 from quiesce._scope._pool_in_scope import PoolWorker
@@ -256,7 +257,8 @@ class Scope(ScopeLadder, AsyncScope):
         payload = pickle_target("scope.process", fn, args, kwargs)
         with self._lock:
             self._check_open()
-            worker = ProcessWorker(self._owner, self._worker_name(fn), payload, self._mp_context)
+            worker = ProcessWorker(self._owner, self._worker_name(fn), payload, self._mp_context,
+                                   pass_token=wants_token(fn) and "token" not in kwargs)
             return self._adopt(worker)
 
     def popen(self, argv: Argv, /, **popen_kwargs: Any) -> Worker:
