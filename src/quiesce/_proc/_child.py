@@ -12,10 +12,22 @@ In order, and why:
 4. The worker token becomes this process's root token and current token.
 5. SIGTERM raises ``Stopped`` in the main thread (once): the ladder's second
    step runs ``finally`` and ``with`` blocks instead of dying on the spot.
+   It also stops the token, from a helper thread (_deferred: no lock is
+   taken in a handler) that the lifeline starts at the first SIGTERM.
 6. A lifeline thread, the portable half of the orphan guarantee: when the
    owner ends (its sentinel closes, or getppid changes), it stops the token,
    kills our descendants and ends this process. On Linux the PDEATHSIG has
    usually done the job already.
+
+A child that ends at its token thus has two threads besides the main one
+(the lifeline and the token watcher, which makes a stop made by the owner
+visible to ``token.stopped`` and ``quiesce.stopped()`` here), and imports
+no more than it needs: no psutil (procfs is read directly), no inspect
+(the owner tells whether the target takes ``token``), no traceback unless
+the target failed. Each thread and each module costs at start-up and
+again at the exit, when the kernel ends every thread and frees every page:
+with eight children ending at once on two cores, that teardown was most
+of a scope's exit.
 7. (scope processes, not pool workers) A child subreaper: an orphan of one
    of our descendants re-parents to us, so it stays in our tree by
    ancestry even after ``setsid`` without exec. Not in pool workers: they
@@ -162,7 +174,6 @@ def _install_signal_handlers(token: StopToken) -> list[bool]:
             terminated[0] = True
             raise Stopped("terminated by SIGTERM")
 
-    _deferred.start()
     signal.set_wakeup_fd(-1)
     signal.signal(signal.SIGTERM, on_sigterm)
     if signal.getsignal(signal.SIGINT) is not signal.SIG_IGN:  # nohup'ed owners stay so
@@ -192,17 +203,26 @@ def _owner_gone() -> bool:
 
 
 def _start_lifeline(owner_pid: int, token: StopToken, tag: str) -> None:
-    """Watch the owner; ``owner_pid`` only names it in the stop reason."""
+    """Watch the owner; ``owner_pid`` only names it in the stop reason.
+
+    The same thread starts the SIGTERM handler's helper thread (see
+    _deferred) at the first SIGTERM only: one thread fewer to start, and
+    to end at the exit, in every child that ends at its token.
+    """
     sentinel = _owner_sentinel()
     parent_pid = os.getppid()  # the owner, or the fork server that started us
+    wake = _deferred.start_on_wake()
+    if wake is None:  # no fd for it (EMFILE): the helper thread now
+        _deferred.start()
+    watched = [fd for fd in (sentinel, wake) if fd is not None]
 
     def watch() -> None:
         while os.getppid() == parent_pid:
-            if sentinel is not None:
-                if multiprocessing.connection.wait([sentinel], LIFELINE_POLL):
-                    break
-            else:
-                threading.Event().wait(LIFELINE_POLL)
+            ready = multiprocessing.connection.wait(watched, LIFELINE_POLL)
+            if wake in ready and _deferred.woken(wake):
+                watched.remove(wake)
+            if sentinel is not None and sentinel in ready:
+                break
         token.stop(f"owner process {owner_pid} died")
         _proctree.kill_tree(root_pid=os.getpid(), tag=tag, include_root=False, timeout=0.5)
         os.kill(os.getpid(), signal.SIGKILL)

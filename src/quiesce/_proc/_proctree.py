@@ -48,6 +48,7 @@ from types import ModuleType
 from typing import TYPE_CHECKING
 
 from quiesce._core import _validate
+from quiesce._core._log import log  # logging imported on first use
 from quiesce._proc import _platform
 
 if TYPE_CHECKING:
@@ -471,9 +472,7 @@ def _warn_foreign_proc() -> None:
     global _warned
     if not _warned:
         _warned = True
-        import logging  # only here: a child process need not import logging
-
-        logging.getLogger("quiesce").warning(
+        log.warning(
             "quiesce: /proc belongs to another PID namespace (mount one for this namespace, "
             "e.g. unshare --mount-proc); process trees cannot be found, only direct children "
             "and process groups are signalled")

@@ -1,0 +1,45 @@
+"""Targets for test_child_bootstrap (spawn and forkserver children import them)."""
+
+from __future__ import annotations
+
+import sys
+import threading
+import time
+from typing import Any
+
+import quiesce
+from targets import mark_ready
+
+
+def loaded_modules() -> list[str]:
+    """The modules this child process has imported, and whether psutil can be imported."""
+    loaded = sorted(sys.modules)
+    import psutil  # noqa: F401  (the control: absent from the list, not from the machine)
+
+    return loaded
+
+
+def takes_token(token: quiesce.StopToken) -> bool:
+    return isinstance(token, quiesce.StopToken) and token is quiesce.current_token()
+
+
+def takes_anything(*args: Any, **kwargs: Any) -> list[str]:
+    return sorted(kwargs)
+
+
+def token_named_but_given(token: str) -> str:
+    return token
+
+
+def sigterm_then_token(ready: str, *, token: quiesce.StopToken) -> dict[str, Any]:
+    """Report the threads before and after a SIGTERM, and how the token was stopped."""
+    before = sorted(t.name for t in threading.enumerate())
+    try:
+        mark_ready(ready)
+        while True:
+            time.sleep(0.01)
+    except quiesce.Stopped:
+        pass
+    woke = token.wait(30)  # stopped by the helper thread, not by this one
+    return {"before": before, "after": sorted(t.name for t in threading.enumerate()),
+            "woke": woke, "reason": token.reason}

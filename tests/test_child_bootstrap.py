@@ -1,0 +1,63 @@
+"""What a scope's child process carries: its imports, its threads, the token keyword."""
+
+from __future__ import annotations
+
+import json
+import multiprocessing
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+import quiesce
+from quiesce._scope._scope import Scope
+
+from child_targets import sigterm_then_token, takes_anything, takes_token, token_named_but_given
+from procs import wait_for_file
+
+PROGRAMS = Path(__file__).parent / "programs"
+METHODS = [m for m in ("fork", "forkserver", "spawn") if m in multiprocessing.get_all_start_methods()]
+# Modules a child does not need (each one costs at its start and again at its exit).
+NOT_NEEDED = ("psutil", "inspect", "uuid", "traceback", "queue", "ast", "tokenize")
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="psutil is needed off procfs")
+@pytest.mark.parametrize("method", [m for m in METHODS if m != "fork"])
+def test_a_child_imports_only_what_it_needs(method: str) -> None:
+    # Under fork a child has whatever its owner had; forkserver and spawn start afresh.
+    out = subprocess.run([sys.executable, str(PROGRAMS / "child_modules.py"), method],
+                         capture_output=True, text=True, timeout=60, check=True).stdout
+    loaded = set(json.loads(out))
+    assert "quiesce._proc._child" in loaded  # the list is the child's, after its bootstrap
+    assert sorted(loaded.intersection(NOT_NEEDED)) == []
+
+
+@pytest.mark.parametrize("method", METHODS)
+def test_the_token_keyword_reaches_a_child_under_each_start_method(method: str) -> None:
+    with Scope(mp_context=method) as scope:
+        declared = scope.process(takes_token)
+        not_declared = scope.process(takes_anything, 1)
+        given = scope.process(token_named_but_given, token="mine")
+        scope.join(60)
+    assert declared.result is True
+    assert not_declared.result == []  # **kwargs does not ask for it
+    assert given.result == "mine"  # an explicit token= wins
+
+
+def test_sigterm_stops_the_childs_token_from_a_thread_started_then(tmp_path: Path) -> None:
+    ready = tmp_path / "ready"
+    with Scope(grace=30) as scope:
+        worker = scope.process(sigterm_then_token, str(ready))
+        wait_for_file(ready)
+        assert worker.pid is not None
+        os.kill(worker.pid, signal.SIGTERM)  # ours, alive: it waits in its loop
+        scope.join(60)
+    report = worker.result
+    assert "quiesce-signal-work" not in report["before"]  # no helper until needed
+    assert "quiesce-lifeline" in report["before"]
+    assert "quiesce-signal-work" in report["after"]
+    assert report["woke"] is True
+    assert report["reason"] == "SIGTERM"
