@@ -43,3 +43,13 @@ def sigterm_then_token(ready: str, *, token: quiesce.StopToken) -> dict[str, Any
     woke = token.wait(30)  # stopped by the helper thread, not by this one
     return {"before": before, "after": sorted(t.name for t in threading.enumerate()),
             "woke": woke, "reason": token.reason}
+
+
+def bootstrapped_sleeper(ready: str, owner_pid: int) -> None:
+    """Run the quiesce child bootstrap by itself (no scope, so no guardian), then sleep."""
+    from quiesce._proc import _child, _proctree
+
+    _child.prepare_child(quiesce.StopToken(), _proctree.new_tag(), owner_pid)
+    mark_ready(ready)
+    while True:
+        time.sleep(0.01)

@@ -16,7 +16,7 @@ import quiesce
 from quiesce._scope._scope import Scope
 
 from child_targets import sigterm_then_token, takes_anything, takes_token, token_named_but_given
-from procs import wait_for_file
+from procs import stat_fields, state, wait_for, wait_for_file
 
 PROGRAMS = Path(__file__).parent / "programs"
 METHODS = [m for m in ("fork", "forkserver", "spawn") if m in multiprocessing.get_all_start_methods()]
@@ -61,3 +61,24 @@ def test_sigterm_stops_the_childs_token_from_a_thread_started_then(tmp_path: Pat
     assert "quiesce-signal-work" in report["after"]
     assert report["woke"] is True
     assert report["reason"] == "SIGTERM"
+
+
+@pytest.mark.skipif("forkserver" not in METHODS, reason="needs the forkserver start method")
+def test_the_lifeline_ends_a_child_whose_owner_died_when_nothing_else_can(tmp_path: Path) -> None:
+    ready = tmp_path / "ready"
+    owner = subprocess.Popen([sys.executable, str(PROGRAMS / "lifeline_owner.py"), str(ready)],
+                             stdout=subprocess.PIPE, text=True)
+    assert owner.stdout is not None
+    line = owner.stdout.readline().split()
+    assert line[:1] == ["ready"], line
+    helper, child = int(line[1]), int(line[2])
+    fork_server = int(stat_fields(child)[1])  # the child's parent
+    try:
+        owner.kill()
+        owner.wait(10)
+        wait_for(lambda: state(child) in ("", "Z"), "the child's end by its lifeline", 10)
+        assert state(fork_server) not in ("", "Z")  # its parent lives on: no PDEATHSIG did it
+    finally:
+        os.kill(helper, signal.SIGKILL)  # ours (the owner's fork); then the fork server ends
+        wait_for(lambda: state(helper) in ("", "Z"), "the helper's end")
+        wait_for(lambda: state(fork_server) in ("", "Z"), "the fork server's end")

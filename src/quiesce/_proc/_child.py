@@ -54,7 +54,10 @@ from quiesce._core._errors import Stopped
 from quiesce._core._token import StopToken
 from quiesce._proc import _platform, _proctree
 
-LIFELINE_POLL = 0.05
+LIFELINE_POLL = 0.05  # how often the lifeline compares getppid() without PDEATHSIG
+# With PDEATHSIG a changed getppid() means the parent died, and the kernel has
+# killed us already: the lifeline only waits on its fds, and looks seldom.
+LIFELINE_POLL_PDEATHSIG = 1.0
 _WALL = 0x40000000  # Linux's __WALL: wait for every kind of child (not in the os module)
 
 
@@ -150,7 +153,7 @@ def prepare_child(token: StopToken, tag: str, owner_pid: int) -> list[bool]:
 
     Also used by ProcessPool workers, which then run many tasks.
     """
-    _platform.set_parent_death_signal(signal.SIGKILL)
+    pdeathsig = _platform.set_parent_death_signal(signal.SIGKILL)
     if _owner_gone():  # the owner died before the prctl took effect
         os._exit(70)
     try:
@@ -160,7 +163,7 @@ def prepare_child(token: StopToken, tag: str, owner_pid: int) -> list[bool]:
     _proctree.adopt_tag(tag)
     _context.set_root_token(token)
     terminated = _install_signal_handlers(token)
-    _start_lifeline(owner_pid, token, tag)
+    _start_lifeline(owner_pid, token, tag, LIFELINE_POLL_PDEATHSIG if pdeathsig else LIFELINE_POLL)
     return terminated
 
 
@@ -202,8 +205,9 @@ def _owner_gone() -> bool:
     return sentinel is not None and bool(multiprocessing.connection.wait([sentinel], 0))
 
 
-def _start_lifeline(owner_pid: int, token: StopToken, tag: str) -> None:
-    """Watch the owner; ``owner_pid`` only names it in the stop reason.
+def _start_lifeline(owner_pid: int, token: StopToken, tag: str, poll: float) -> None:
+    """Watch the owner; ``owner_pid`` only names it in the stop reason; ``getppid()``
+    is compared every ``poll`` seconds (the sentinel is watched all the time).
 
     The same thread starts the SIGTERM handler's helper thread (see
     _deferred) at the first SIGTERM only: one thread fewer to start, and
@@ -218,7 +222,7 @@ def _start_lifeline(owner_pid: int, token: StopToken, tag: str) -> None:
 
     def watch() -> None:
         while os.getppid() == parent_pid:
-            ready = multiprocessing.connection.wait(watched, LIFELINE_POLL)
+            ready = multiprocessing.connection.wait(watched, poll)
             if wake in ready and _deferred.woken(wake):
                 watched.remove(wake)
             if sentinel is not None and sentinel in ready:
