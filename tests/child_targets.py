@@ -8,6 +8,7 @@ import time
 from typing import Any
 
 import quiesce
+
 from targets import mark_ready
 
 

@@ -12,14 +12,14 @@ from pathlib import Path
 
 import pytest
 
-import quiesce
 from quiesce._scope._scope import Scope
 
 from child_targets import sigterm_then_token, takes_anything, takes_token, token_named_but_given
 from procs import stat_fields, state, wait_for, wait_for_file
 
 PROGRAMS = Path(__file__).parent / "programs"
-METHODS = [m for m in ("fork", "forkserver", "spawn") if m in multiprocessing.get_all_start_methods()]
+METHODS = [m for m in ("fork", "forkserver", "spawn")
+           if m in multiprocessing.get_all_start_methods()]
 # Modules a child does not need (each one costs at its start and again at its exit).
 NOT_NEEDED = ("psutil", "inspect", "uuid", "traceback", "queue", "ast", "tokenize")
 
