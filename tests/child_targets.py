@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import resource
 import sys
 import threading
 import time
@@ -54,3 +55,24 @@ def bootstrapped_sleeper(ready: str, owner_pid: int) -> None:
     mark_ready(ready)
     while True:
         time.sleep(0.01)
+
+
+def sigterm_without_threads(ready: str, *, token: quiesce.StopToken) -> dict[str, Any]:
+    """As ``sigterm_then_token``, in a process that can start no thread (RLIMIT_AS)."""
+    with open("/proc/self/status") as f:
+        size = next(int(line.split()[1]) * 1024 for line in f if line.startswith("VmSize:"))
+    room = size + 1024 * 1024  # heap to spare, not a thread stack (8 MiB, or 2 MiB)
+    resource.setrlimit(resource.RLIMIT_AS, (room, resource.RLIM_INFINITY))
+    try:
+        threading.Thread(target=lambda: None).start()
+        started = True
+    except RuntimeError:
+        started = False
+    try:
+        mark_ready(ready)
+        while True:
+            time.sleep(0.01)
+    except quiesce.Stopped:
+        pass
+    woke = token.wait(30)
+    return {"thread_started": started, "woke": woke, "reason": token.reason}

@@ -14,7 +14,13 @@ import pytest
 
 from quiesce._scope._scope import Scope
 
-from child_targets import sigterm_then_token, takes_anything, takes_token, token_named_but_given
+from child_targets import (
+    sigterm_then_token,
+    sigterm_without_threads,
+    takes_anything,
+    takes_token,
+    token_named_but_given,
+)
 from procs import stat_fields, state, wait_for, wait_for_file
 
 PROGRAMS = Path(__file__).parent / "programs"
@@ -59,6 +65,22 @@ def test_sigterm_stops_the_childs_token_from_a_thread_started_then(tmp_path: Pat
     assert "quiesce-signal-work" not in report["before"]  # no helper until needed
     assert "quiesce-lifeline" in report["before"]
     assert "quiesce-signal-work" in report["after"]
+    assert report["woke"] is True
+    assert report["reason"] == "SIGTERM"
+
+
+def test_sigterm_stops_the_childs_token_even_if_no_thread_can_start(tmp_path: Path) -> None:
+    ready = tmp_path / "ready"
+    # spawn: a forked child could reuse a stack cached from the test process's ended
+    # threads, and start a thread in spite of the limit
+    with Scope(grace=30, mp_context="spawn") as scope:
+        worker = scope.process(sigterm_without_threads, str(ready))
+        wait_for_file(ready)
+        assert worker.pid is not None
+        os.kill(worker.pid, signal.SIGTERM)
+        scope.join(60)
+    report = worker.result
+    assert report["thread_started"] is False  # the limit took: the lifeline did the work
     assert report["woke"] is True
     assert report["reason"] == "SIGTERM"
 

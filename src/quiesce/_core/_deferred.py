@@ -94,7 +94,7 @@ def woken(fd: int) -> bool:
     try:
         start()
         return True
-    except RuntimeError:  # no thread to be had: the work must still be done
+    except Exception:  # no thread to be had (RuntimeError): the work must still be done
         try:
             os.read(fd, 8 if _HAS_EVENTFD else 4096)
         except OSError:
