@@ -18,6 +18,12 @@ In order, and why:
    owner ends (its sentinel closes, or getppid changes), it stops the token,
    kills our descendants and ends this process. On Linux the PDEATHSIG has
    usually done the job already.
+7. (scope processes, not pool workers) A child subreaper: an orphan of one
+   of our descendants re-parents to us, so it stays in our tree by
+   ancestry even after ``setsid`` without exec. Not in pool workers: they
+   live long and would collect the zombies of every adopted orphan.
+8. After the target, before exiting: end what remains of our tree while
+   we still anchor it (``end_descendants``).
 
 A child that ends at its token thus has two threads besides the main one
 (the lifeline and the token watcher, which makes a stop made by the owner
@@ -28,12 +34,11 @@ the target failed. Each thread and each module costs at start-up and
 again at the exit, when the kernel ends every thread and frees every page:
 with eight children ending at once on two cores, that teardown was most
 of a scope's exit.
-7. (scope processes, not pool workers) A child subreaper: an orphan of one
-   of our descendants re-parents to us, so it stays in our tree by
-   ancestry even after ``setsid`` without exec. Not in pool workers: they
-   live long and would collect the zombies of every adopted orphan.
-8. After the target, before exiting: end what remains of our tree while
-   we still anchor it (``end_descendants``).
+
+Rejected: the lifeline as a watch of the token watcher's thread (one
+thread fewer): the watcher runs user callbacks (a token's ``on_stop``), and
+one that blocks would blind the lifeline; its thread costs ~0.03 ms at the
+exit.
 """
 
 from __future__ import annotations
