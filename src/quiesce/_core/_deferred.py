@@ -39,6 +39,7 @@ _queue: SimpleQueue[Callable[[], None]] = SimpleQueue()
 _thread: threading.Thread | None = None
 _lock = threading.Lock()
 _wake_w = -1  # the write end of start_on_wake's fd (-1: none); never closed while set
+_wake_fds: set[int] = set()  # start_on_wake's fds: closed only in a forked child
 _HAS_EVENTFD = hasattr(os, "eventfd")
 
 
@@ -73,6 +74,7 @@ def start_on_wake() -> int | None:
             os.set_blocking(write_fd, False)
     except OSError:
         return None
+    _wake_fds.update((read_fd, write_fd))
     _wake_w = write_fd
     if not _queue.empty():  # a request came before the fd: wake at once
         _wake(write_fd)
@@ -131,7 +133,13 @@ def _run(fn: Callable[[], None]) -> None:
 
 def _after_fork_in_child() -> None:
     global _queue, _thread, _lock, _wake_w
-    _wake_w = -1  # the parent's waiting thread is not here (its fd stays unused)
+    _wake_w = -1  # first: a handler running meanwhile must not write to a closed fd
+    for fd in _wake_fds:  # the thread that watched them is the parent's, not here
+        try:
+            os.close(fd)
+        except OSError:
+            pass
+    _wake_fds.clear()
     _queue = SimpleQueue()
     _thread = None
     _lock = threading.Lock()
