@@ -13,12 +13,20 @@ import quiesce
 from targets import mark_ready
 
 
-def loaded_modules() -> list[str]:
-    """The modules this child process has imported, and whether psutil can be imported."""
+def loaded_modules(*tokens: quiesce.StopToken) -> list[str]:
+    """The modules this child process has imported (having received ``tokens``)."""
     loaded = sorted(sys.modules)
     import psutil  # noqa: F401  (the control: absent from the list, not from the machine)
 
     return loaded
+
+
+def tokens_both_ways(mine: quiesce.StopToken, box: dict[str, quiesce.StopToken],
+                     same: quiesce.StopToken) -> dict[str, Any]:
+    """``mine`` is stopped by the owner; then this stops ``box["other"]`` for the owner."""
+    woke = mine.wait(30)
+    box["other"].stop("stopped in the child")
+    return {"same": same is mine, "woke": woke, "reason": mine.reason}
 
 
 def takes_token(token: quiesce.StopToken) -> bool:

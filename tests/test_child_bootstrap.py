@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+import quiesce
 from quiesce._scope._scope import Scope
 
 from child_targets import (
@@ -20,6 +21,7 @@ from child_targets import (
     takes_anything,
     takes_token,
     token_named_but_given,
+    tokens_both_ways,
 )
 from procs import stat_fields, state, wait_for, wait_for_file
 
@@ -28,6 +30,9 @@ METHODS = [m for m in ("fork", "forkserver", "spawn")
            if m in multiprocessing.get_all_start_methods()]
 # Modules a child does not need (each one costs at its start and again at its exit).
 NOT_NEEDED = ("psutil", "inspect", "uuid", "traceback", "queue", "ast", "tokenize")
+# Tokens among the arguments travel the start method's way, not by the resource sharer
+# (but under spawn, see _pickling.pickle_call).
+NOT_NEEDED_FOR_TOKENS = ("hmac", "multiprocessing.resource_sharer")
 
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="psutil is needed off procfs")
@@ -39,6 +44,8 @@ def test_a_child_imports_only_what_it_needs(method: str) -> None:
     loaded = set(json.loads(out))
     assert "quiesce._proc._child" in loaded  # the list is the child's, after its bootstrap
     assert sorted(loaded.intersection(NOT_NEEDED)) == []
+    tokens_way = sorted(loaded.intersection(NOT_NEEDED_FOR_TOKENS))
+    assert tokens_way == ([] if method == "forkserver" else list(NOT_NEEDED_FOR_TOKENS))
 
 
 @pytest.mark.parametrize("method", METHODS)
@@ -51,6 +58,18 @@ def test_the_token_keyword_reaches_a_child_under_each_start_method(method: str) 
     assert declared.result is True
     assert not_declared.result == []  # **kwargs does not ask for it
     assert given.result == "mine"  # an explicit token= wins
+
+
+@pytest.mark.parametrize("method", METHODS)
+def test_tokens_among_the_arguments_work_both_ways_under_each_start_method(method: str) -> None:
+    mine, other = quiesce.StopToken(), quiesce.StopToken()
+    with Scope(mp_context=method) as scope:
+        worker = scope.process(tokens_both_ways, mine, {"other": other}, same=mine)
+        mine.stop("stopped in the owner")
+        assert other.wait(30)  # the child's stop reached the owner
+        scope.join(60)
+    assert other.stopped and other.reason == "stopped in the child"
+    assert worker.result == {"same": True, "woke": True, "reason": "stopped in the owner"}
 
 
 def test_sigterm_stops_the_childs_token_from_a_thread_started_then(tmp_path: Path) -> None:

@@ -1,4 +1,4 @@
-"""Print, as JSON, the modules a scope's child process imported (argv: START_METHOD).
+"""Print, as JSON, the modules a scope's child process given tokens imported (argv: METHOD).
 
 A fresh interpreter, so that the test runner's own imports (pytest imports
 inspect) reach no fork server; the imports are under the main guard, as a
@@ -17,6 +17,9 @@ if __name__ == "__main__":
     from child_targets import loaded_modules
 
     with Scope(mp_context=sys.argv[1]) as scope:
-        worker = scope.process(loaded_modules)
+        import quiesce
+
+        token = quiesce.StopToken()  # arguments: they travel beside the pickled call
+        worker = scope.process(loaded_modules, token, token, quiesce.StopToken())
         scope.join(60)
     print(json.dumps(worker.result))

@@ -57,7 +57,7 @@ from typing import Any
 from quiesce._core import _context, _deferred
 from quiesce._core._errors import Stopped
 from quiesce._core._token import StopToken
-from quiesce._proc import _platform, _proctree
+from quiesce._proc import _pickling, _platform, _proctree
 
 LIFELINE_POLL = 0.05  # how often the lifeline compares getppid() without PDEATHSIG
 # With PDEATHSIG a changed getppid() means the parent died, and the kernel has
@@ -77,17 +77,19 @@ class RemoteTraceback(Exception):
         return self.text
 
 
-def child_main(payload: bytes, pass_token: bool, token: StopToken,
+def child_main(payload: bytes, tokens: list[StopToken], pass_token: bool, token: StopToken,
                writer: multiprocessing.connection.Connection,
                tag: str, owner_pid: int, kill_after: float = 2.0) -> None:
     """Target of the multiprocessing.Process; the exit status tells how it ended.
 
+    ``payload`` and ``tokens``: the target's call from ``_pickling.pickle_call``
+    (its StopTokens came beside the bytes, the start method's way).
     ``pass_token``: whether the target gets ``token=`` (the owner asked
     ``_wants_token``, so this process never imports inspect).
     """
     terminated = prepare_child(token, tag, owner_pid)
     subreaper = _platform.set_child_subreaper()  # step 7: orphans of our descendants stay ours
-    code = _run_target(payload, pass_token, token, writer, terminated)
+    code = _run_target(payload, tokens, pass_token, token, writer, terminated)
     writer.close()
     end_descendants(tag, kill_after, subreaper=subreaper)
     sys.exit(code)
@@ -239,11 +241,11 @@ def _start_lifeline(owner_pid: int, token: StopToken, tag: str, poll: float) -> 
     threading.Thread(target=watch, name="quiesce-lifeline", daemon=True).start()
 
 
-def _run_target(payload: bytes, pass_token: bool, token: StopToken,
+def _run_target(payload: bytes, tokens: list[StopToken], pass_token: bool, token: StopToken,
                 writer: multiprocessing.connection.Connection, terminated: list[bool]) -> int:
     try:
         try:
-            fn, args, kwargs = pickle.loads(payload)
+            fn, args, kwargs = _pickling.loads_call(payload, tokens)
             if pass_token:
                 kwargs = {**kwargs, "token": token}
             with _context.using(token):

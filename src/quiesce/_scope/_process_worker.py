@@ -43,6 +43,7 @@ from typing import Any
 
 from quiesce._core._ended_by import EndedBy
 from quiesce._core._errors import ProcessDied
+from quiesce._core._token import StopToken
 from quiesce._proc import _proctree
 from quiesce._proc._child import RemoteTraceback, child_main
 from quiesce._proc._fd_monitor import FdMonitor
@@ -56,15 +57,16 @@ class ProcessWorker(Worker):
     kind = "process"
 
     def __init__(self, owner: Owner, name: str, payload: bytes, ctx: BaseContext, *,
-                 pass_token: bool) -> None:
-        """``payload``: the pickled (fn, args, kwargs); ``pass_token``: whether fn gets
-        ``token=`` (asked here, in the owner: the child never imports inspect)."""
+                 tokens: list[StopToken], pass_token: bool) -> None:
+        """``payload``, ``tokens``: (fn, args, kwargs) from ``_pickling.pickle_call``;
+        ``pass_token``: whether fn gets ``token=`` (asked in the owner: the child never
+        imports inspect)."""
         super().__init__(owner, name, owner.token.child())
         self._tag = _proctree.new_tag()
         self._reader, writer = ctx.Pipe(duplex=False)
         self._process = ctx.Process(  # type: ignore[attr-defined]
             target=child_main, name=name,
-            args=(payload, pass_token, self._token, writer, self._tag, os.getpid(),
+            args=(payload, tokens, pass_token, self._token, writer, self._tag, os.getpid(),
                   owner.kill_after),
         )
         self._writer = writer
