@@ -15,10 +15,11 @@ the owner, and per fd a connection from the child with an HMAC handshake,
 which made the child import hmac, hashlib and OpenSSL (and the kernel
 unmap them again at its exit). As arguments of the Process they go the
 start method's own way: inherited under fork, passed with the other fds
-under forkserver (spawn: see ``pickle_call``). ``reducer_override``, not ``persistent_id``:
-it is not called for ints, strings, lists, dicts and the like, so big
-arguments pickle at full speed. ``pickle_target`` (the pools: a task is
-sent after its worker started) pickles everything.
+under forkserver (spawn: see ``pickle_call``). Tokens are picked out by
+``reducer_override``, not ``persistent_id``: it is not called for ints,
+strings, lists, dicts and the like, so big arguments pickle at nearly full
+speed. ``pickle_target`` (the pools: a task is sent after its worker
+started) pickles everything.
 """
 
 from __future__ import annotations
