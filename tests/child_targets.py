@@ -29,6 +29,14 @@ def tokens_both_ways(mine: quiesce.StopToken, box: dict[str, quiesce.StopToken],
     return {"same": same is mine, "woke": woke, "reason": mine.reason}
 
 
+def one() -> int:
+    return 1
+
+
+def nothing() -> None:
+    pass
+
+
 def takes_token(token: quiesce.StopToken) -> bool:
     return isinstance(token, quiesce.StopToken) and token is quiesce.current_token()
 

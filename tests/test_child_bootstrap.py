@@ -8,6 +8,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 from pathlib import Path
 
 import pytest
@@ -16,6 +17,8 @@ import quiesce
 from quiesce._scope._scope import Scope
 
 from child_targets import (
+    nothing,
+    one,
     sigterm_then_token,
     sigterm_without_threads,
     takes_anything,
@@ -123,3 +126,34 @@ def test_the_lifeline_ends_a_child_whose_owner_died_when_nothing_else_can(tmp_pa
         os.kill(helper, signal.SIGKILL)  # ours (the owner's fork); then the fork server ends
         wait_for(lambda: state(helper) in ("", "Z"), "the helper's end")
         wait_for(lambda: state(fork_server) in ("", "Z"), "the fork server's end")
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(120)
+@pytest.mark.skipif("fork" not in METHODS, reason="needs the fork start method")
+def test_a_fork_child_reaped_by_another_threads_process_start_still_gets_its_status() -> None:
+    # Every Process.start() polls every child (multiprocessing's _cleanup): its waitpid
+    # can win the race with the worker's own, which then sees ECHILD and no status yet.
+    ctx = multiprocessing.get_context("fork")
+    done = threading.Event()
+
+    def churn() -> None:
+        while not done.is_set():
+            p = ctx.Process(target=nothing)  # type: ignore[attr-defined]
+            p.start()
+            p.join()
+
+    churners = [threading.Thread(target=churn) for _ in range(2)]
+    for t in churners:
+        t.start()
+    try:
+        for round_ in range(60):
+            with Scope(mp_context="fork") as scope:
+                workers = [scope.process(one) for _ in range(4)]
+                assert scope.join(20), f"round {round_}: a worker never ended"
+            assert [w.exitcode for w in workers] == [0, 0, 0, 0], f"round {round_}"
+            assert [w.result for w in workers] == [1, 1, 1, 1]
+    finally:
+        done.set()
+        for t in churners:
+            t.join()
