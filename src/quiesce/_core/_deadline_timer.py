@@ -31,13 +31,12 @@ from __future__ import annotations
 
 import heapq
 import itertools
-import logging
 import os
 import threading
 import time
 from collections.abc import Callable
 
-log = logging.getLogger("quiesce")
+from quiesce._core._log import log  # logging imported on first use
 
 MAX_WAIT = 3600.0
 _COMPACT_MIN = 64

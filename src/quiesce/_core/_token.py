@@ -14,7 +14,6 @@ every inherited token afresh.
 from __future__ import annotations
 
 import itertools
-import logging
 import os
 import threading
 import time
@@ -24,10 +23,9 @@ from typing import Any, Protocol, final
 
 from quiesce._core import _deadline_timer, _token_watch, _validate
 from quiesce._core._errors import Stopped
+from quiesce._core._log import log  # logging imported on first use
 from quiesce._core._main_wait import in_slices
 from quiesce._core._token_core import LocalCore, SharedCore
-
-log = logging.getLogger("quiesce")
 
 _ids = itertools.count(1)
 

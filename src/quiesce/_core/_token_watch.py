@@ -20,7 +20,6 @@ none); one thread per watched token.
 from __future__ import annotations
 
 import collections
-import logging
 import os
 import selectors
 import threading
@@ -28,9 +27,8 @@ import time
 import weakref
 from typing import Protocol
 
+from quiesce._core._log import log  # logging imported on first use
 from quiesce._core._token_core import LocalCore, SharedCore
-
-log = logging.getLogger("quiesce")
 
 
 class Watched(Protocol):

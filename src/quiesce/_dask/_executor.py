@@ -52,7 +52,7 @@ from quiesce._dask._ladder_plugin import (
 )
 from quiesce._pools._pool_base import Pool, Task
 from quiesce._pools._pool_futures import TaskFuture, resolve
-from quiesce._proc._child import wants_token
+from quiesce._proc._wants_token import wants_token
 from quiesce._scope._pool_in_scope import PoolWorker
 from quiesce._scope._scope import live_scopes
 

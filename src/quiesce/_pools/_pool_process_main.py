@@ -28,7 +28,8 @@ from typing import Any
 from quiesce._core import _context
 from quiesce._core._errors import Stopped
 from quiesce._core._token import StopToken
-from quiesce._proc._child import prepare_child, wants_token
+from quiesce._proc._child import prepare_child
+from quiesce._proc._wants_token import wants_token
 
 Connection = multiprocessing.connection.Connection
 

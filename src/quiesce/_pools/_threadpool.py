@@ -32,7 +32,7 @@ from quiesce._core._token import StopToken
 from quiesce._pools._pool_base import Pool, Task
 from quiesce._pools._pool_futures import TaskFuture
 from quiesce._pools._timer import Timer
-from quiesce._proc._child import wants_token
+from quiesce._proc._wants_token import wants_token
 
 T = TypeVar("T")
 log = logging.getLogger("quiesce")

@@ -12,6 +12,8 @@ In order, and why:
 4. The worker token becomes this process's root token and current token.
 5. SIGTERM raises ``Stopped`` in the main thread (once): the ladder's second
    step runs ``finally`` and ``with`` blocks instead of dying on the spot.
+   It also stops the token, from a helper thread (_deferred: no lock is
+   taken in a handler) that the lifeline starts at the first SIGTERM.
 6. A lifeline thread, the portable half of the orphan guarantee: when the
    owner ends (its sentinel closes, or getppid changes), it stops the token,
    kills our descendants and ends this process. On Linux the PDEATHSIG has
@@ -22,12 +24,25 @@ In order, and why:
    live long and would collect the zombies of every adopted orphan.
 8. After the target, before exiting: end what remains of our tree while
    we still anchor it (``end_descendants``).
+
+A child that ends at its token thus has two threads besides the main one
+(the lifeline and the token watcher, which makes a stop made by the owner
+visible to ``token.stopped`` and ``quiesce.stopped()`` here), and imports
+no more than it needs: no psutil (procfs is read directly), no inspect
+(the owner tells whether the target takes ``token``), no traceback unless
+the target failed. Each thread and each module costs at start-up and
+again at the exit, when the kernel ends every thread and frees every page:
+with eight children ending at once on two cores, that teardown was most
+of a scope's exit.
+
+Rejected: the lifeline as a watch of the token watcher's thread (one
+thread fewer): the watcher runs user callbacks (a token's ``on_stop``), and
+one that blocks would blind the lifeline; its thread costs ~0.03 ms at the
+exit.
 """
 
 from __future__ import annotations
 
-import functools
-import inspect
 import multiprocessing
 import multiprocessing.connection
 import os
@@ -36,39 +51,19 @@ import signal
 import sys
 import threading
 import time
-import traceback
 from types import FrameType
 from typing import Any
 
 from quiesce._core import _context, _deferred
 from quiesce._core._errors import Stopped
 from quiesce._core._token import StopToken
-from quiesce._proc import _platform, _proctree
+from quiesce._proc import _pickling, _platform, _proctree
 
-LIFELINE_POLL = 0.05
+LIFELINE_POLL = 0.05  # how often the lifeline compares getppid() without PDEATHSIG
+# With PDEATHSIG a changed getppid() means the parent died, and the kernel has
+# killed us already: the lifeline only waits on its fds, and looks seldom.
+LIFELINE_POLL_PDEATHSIG = 1.0
 _WALL = 0x40000000  # Linux's __WALL: wait for every kind of child (not in the os module)
-
-
-def wants_token(fn: object) -> bool:
-    """Whether ``fn`` declares a parameter named ``token`` (it then gets the worker's).
-
-    Cached: pools ask once per task, and inspect.signature costs ~10 us.
-    """
-    try:
-        return _wants_token_cached(fn)
-    except TypeError:  # unhashable callable
-        return _wants_token(fn)
-
-
-def _wants_token(fn: object) -> bool:
-    try:
-        parameters = inspect.signature(fn).parameters  # type: ignore[arg-type]
-    except (TypeError, ValueError):
-        return False
-    return "token" in parameters
-
-
-_wants_token_cached = functools.lru_cache(maxsize=512)(_wants_token)
 
 
 class RemoteTraceback(Exception):
@@ -82,12 +77,19 @@ class RemoteTraceback(Exception):
         return self.text
 
 
-def child_main(payload: bytes, token: StopToken, writer: multiprocessing.connection.Connection,
+def child_main(payload: bytes, tokens: list[StopToken], pass_token: bool, token: StopToken,
+               writer: multiprocessing.connection.Connection,
                tag: str, owner_pid: int, kill_after: float = 2.0) -> None:
-    """Target of the multiprocessing.Process; the exit status tells how it ended."""
+    """Target of the multiprocessing.Process; the exit status tells how it ended.
+
+    ``payload`` and ``tokens``: the target's call from ``_pickling.pickle_call``
+    (its StopTokens came beside the bytes, the start method's way).
+    ``pass_token``: whether the target gets ``token=`` (the owner asked
+    ``_wants_token``, so this process never imports inspect).
+    """
     terminated = prepare_child(token, tag, owner_pid)
     subreaper = _platform.set_child_subreaper()  # step 7: orphans of our descendants stay ours
-    code = _run_target(payload, token, writer, terminated)
+    code = _run_target(payload, tokens, pass_token, token, writer, terminated)
     writer.close()
     end_descendants(tag, kill_after, subreaper=subreaper)
     sys.exit(code)
@@ -158,7 +160,7 @@ def prepare_child(token: StopToken, tag: str, owner_pid: int) -> list[bool]:
 
     Also used by ProcessPool workers, which then run many tasks.
     """
-    _platform.set_parent_death_signal(signal.SIGKILL)
+    pdeathsig = _platform.set_parent_death_signal(signal.SIGKILL)
     if _owner_gone():  # the owner died before the prctl took effect
         os._exit(70)
     try:
@@ -168,7 +170,7 @@ def prepare_child(token: StopToken, tag: str, owner_pid: int) -> list[bool]:
     _proctree.adopt_tag(tag)
     _context.set_root_token(token)
     terminated = _install_signal_handlers(token)
-    _start_lifeline(owner_pid, token, tag)
+    _start_lifeline(owner_pid, token, tag, LIFELINE_POLL_PDEATHSIG if pdeathsig else LIFELINE_POLL)
     return terminated
 
 
@@ -182,7 +184,6 @@ def _install_signal_handlers(token: StopToken) -> list[bool]:
             terminated[0] = True
             raise Stopped("terminated by SIGTERM")
 
-    _deferred.start()
     signal.set_wakeup_fd(-1)
     signal.signal(signal.SIGTERM, on_sigterm)
     if signal.getsignal(signal.SIGINT) is not signal.SIG_IGN:  # nohup'ed owners stay so
@@ -211,18 +212,28 @@ def _owner_gone() -> bool:
     return sentinel is not None and bool(multiprocessing.connection.wait([sentinel], 0))
 
 
-def _start_lifeline(owner_pid: int, token: StopToken, tag: str) -> None:
-    """Watch the owner; ``owner_pid`` only names it in the stop reason."""
+def _start_lifeline(owner_pid: int, token: StopToken, tag: str, poll: float) -> None:
+    """Watch the owner; ``owner_pid`` only names it in the stop reason; ``getppid()``
+    is compared every ``poll`` seconds (the sentinel is watched all the time).
+
+    The same thread starts the SIGTERM handler's helper thread (see
+    _deferred) at the first SIGTERM only: one thread fewer to start, and
+    to end at the exit, in every child that ends at its token.
+    """
     sentinel = _owner_sentinel()
     parent_pid = os.getppid()  # the owner, or the fork server that started us
+    wake = _deferred.start_on_wake()
+    if wake is None:  # no fd for it (EMFILE): the helper thread now
+        _deferred.start()
+    watched = [fd for fd in (sentinel, wake) if fd is not None]
 
     def watch() -> None:
         while os.getppid() == parent_pid:
-            if sentinel is not None:
-                if multiprocessing.connection.wait([sentinel], LIFELINE_POLL):
-                    break
-            else:
-                threading.Event().wait(LIFELINE_POLL)
+            ready = multiprocessing.connection.wait(watched, poll)
+            if wake in ready and _deferred.woken(wake):
+                watched.remove(wake)
+            if sentinel is not None and sentinel in ready:
+                break
         token.stop(f"owner process {owner_pid} died")
         _proctree.kill_tree(root_pid=os.getpid(), tag=tag, include_root=False, timeout=0.5)
         os.kill(os.getpid(), signal.SIGKILL)
@@ -230,12 +241,12 @@ def _start_lifeline(owner_pid: int, token: StopToken, tag: str) -> None:
     threading.Thread(target=watch, name="quiesce-lifeline", daemon=True).start()
 
 
-def _run_target(payload: bytes, token: StopToken,
+def _run_target(payload: bytes, tokens: list[StopToken], pass_token: bool, token: StopToken,
                 writer: multiprocessing.connection.Connection, terminated: list[bool]) -> int:
     try:
         try:
-            fn, args, kwargs = pickle.loads(payload)
-            if wants_token(fn) and "token" not in kwargs:
+            fn, args, kwargs = _pickling.loads_call(payload, tokens)
+            if pass_token:
                 kwargs = {**kwargs, "token": token}
             with _context.using(token):
                 value = fn(*args, **kwargs)
@@ -261,6 +272,10 @@ def _send_result(writer: multiprocessing.connection.Connection, value: object) -
 
 
 def _send_failure(writer: multiprocessing.connection.Connection, exc: BaseException) -> None:
+    # Imported here, on the main thread, only by a target that failed. Under fork the
+    # owner has it already (logging imports it), so no fork copied its import lock held.
+    import traceback
+
     text = "".join(traceback.format_exception(exc))
     try:
         _send(writer, ("failed", exc, text))

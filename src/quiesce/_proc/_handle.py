@@ -170,9 +170,12 @@ class ProcessHandle:
                 if not block and process.exitcode is None:  # a non-blocking poll
                     raise _NotYet
                 process.join()
+                code = process.exitcode
+                if code is None:
+                    code = _status_taken_by_another_thread(process)
                 state["reaped"] = True
-            code = process.exitcode
-            process.close()
+            if code is not None:
+                process.close()  # it raises while it knows no status
             return code
 
         try:
@@ -568,6 +571,18 @@ _open_roots: dict[int, int] = {}
 
 def _is_open_root(pid: int, start: int) -> bool:
     return _open_roots.get(pid) == start
+
+
+def _status_taken_by_another_thread(process: multiprocessing.process.BaseProcess) -> int | None:
+    """``process.join()`` returned and ``exitcode`` is still None: under fork,
+    another thread's ``Process.start()`` polled every child (multiprocessing's
+    ``_cleanup``) and its ``waitpid`` won the race with ours, which got ECHILD.
+    That thread records the status a moment later: wait for it (bounded;
+    None if it never comes)."""
+    deadline = time.monotonic() + 1.0
+    while process.exitcode is None and time.monotonic() < deadline:
+        time.sleep(0.001)
+    return process.exitcode
 
 
 def _wakes(sig: int) -> bool:

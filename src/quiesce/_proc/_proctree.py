@@ -24,29 +24,52 @@ delegation, unavailable in most containers and CI).
 
 These functions never reap: the owner of a direct child (Popen,
 multiprocessing.Process) needs its exit status.
+
+Imports: psutil is imported on first use, and only off procfs (or for a
+process without a pidfd): every quiesce child process imports this module,
+and psutil with what it pulls in (datetime, platform, pwd, ...) made up a
+sixth of a child's start-up and, at its exit, of the memory the kernel
+tears down. Tags are random hex from ``os.urandom``, not ``uuid``, for the
+same reason. The lazy import can run in a child's lifeline thread (owner
+gone: ``kill_tree``), never right after a fork: an owner imports psutil
+with _handle before it starts any process, so a forked child has it.
 """
 
 from __future__ import annotations
 
 import itertools
-import logging
 import os
 import select
 import signal
 import threading
 import time
-import uuid
 from collections.abc import Mapping
-
-import psutil
+from types import ModuleType
+from typing import TYPE_CHECKING
 
 from quiesce._core import _validate
+from quiesce._core._log import log  # logging imported on first use
 from quiesce._proc import _platform
+
+if TYPE_CHECKING:
+    import psutil
 
 TAGS_ENV = "QUIESCE_TAGS"
 _USE_PROCFS = os.path.isdir("/proc/self")  # else psutil (macOS, BSD)
 
-_owner_tag = uuid.uuid4().hex[:12]
+
+def _psutil() -> ModuleType:
+    """psutil, imported on first use (off procfs, or without pidfd; see the note)."""
+    import psutil
+
+    return psutil
+
+
+def _random_tag() -> str:
+    return os.urandom(6).hex()  # 12 hex digits, like the uuid4 prefix it replaced
+
+
+_owner_tag = _random_tag()
 _counter = itertools.count(1)
 _counter_lock = threading.Lock()
 
@@ -84,9 +107,10 @@ def _tag_matches(tags: str, tag: str) -> bool:
 
 def _read_tags(pid: int) -> str:
     if not _USE_PROCFS:
+        ps = _psutil()
         try:
-            return psutil.Process(pid).environ().get(TAGS_ENV, "")
-        except (psutil.Error, OSError):
+            return str(ps.Process(pid).environ().get(TAGS_ENV, ""))
+        except (ps.Error, OSError):
             return ""
     data = _read_proc(f"/proc/{pid}/environ", whole=True)
     if data is None:
@@ -121,11 +145,12 @@ def _read_proc(path: str, *, whole: bool) -> bytes | None:
 def _stat(pid: int) -> tuple[int, int, str] | None:
     """(ppid, pgid, state) from /proc/PID/stat (or psutil), or None if gone."""
     if not _USE_PROCFS:
+        ps = _psutil()
         try:
-            proc = psutil.Process(pid)
-            state = "Z" if proc.status() == psutil.STATUS_ZOMBIE else "R"
-            return proc.ppid(), os.getpgid(pid), state
-        except (psutil.Error, OSError):
+            proc = ps.Process(pid)
+            state = "Z" if proc.status() == ps.STATUS_ZOMBIE else "R"
+            return int(proc.ppid()), os.getpgid(pid), state
+        except (ps.Error, OSError):
             return None
     data = _read_proc(f"/proc/{pid}/stat", whole=False)
     if data is None:
@@ -138,7 +163,7 @@ def _table() -> dict[int, tuple[int, int, str]]:
     """pid -> (ppid, pgid, state) for every process we can see."""
     table: dict[int, tuple[int, int, str]] = {}
     pids = ([int(e) for e in os.listdir("/proc") if e.isdigit()] if _USE_PROCFS
-            else psutil.pids())
+            else _psutil().pids())
     for pid in pids:
         info = _stat(pid)
         if info is not None:
@@ -264,9 +289,10 @@ class ProcRef:
     @classmethod
     def _open_psutil(cls, pid: int) -> ProcRef | None:
         """Without pidfd: psutil remembers the create time and checks it before signalling."""
+        ps = _psutil()
         try:
-            ref = cls(pid, None, psutil.Process(pid))
-        except psutil.Error:
+            ref = cls(pid, None, ps.Process(pid))
+        except ps.Error:
             return None
         return ref if ref.alive() else None
 
@@ -274,16 +300,19 @@ class ProcRef:
         """Signal the process; False if it is already gone (or a zombie). Never raises for that."""
         if not self.alive():
             return False
-        try:
-            if self._pidfd is not None:
+        if self._pidfd is not None:
+            try:
                 signal.pidfd_send_signal(self._pidfd, sig)
-            elif self._proc is not None:
-                self._proc.send_signal(sig)
+            except OSError:  # ESRCH: exited since
+                return False
             return True
-        except (ProcessLookupError, psutil.NoSuchProcess):
+        if self._proc is None:
             return False
-        except (OSError, psutil.Error):
+        try:
+            self._proc.send_signal(sig)
+        except (OSError, _psutil().Error):
             return False
+        return True
 
     def alive(self) -> bool:
         """Running (a zombie counts as dead)."""
@@ -294,9 +323,10 @@ class ProcRef:
             return info is not None and info[2] != "Z"
         if self._proc is None:
             return False
+        ps = _psutil()
         try:
-            return self._proc.is_running() and self._proc.status() != psutil.STATUS_ZOMBIE
-        except psutil.Error:
+            return bool(self._proc.is_running() and self._proc.status() != ps.STATUS_ZOMBIE)
+        except ps.Error:
             return False
 
     def close(self) -> None:
@@ -442,7 +472,7 @@ def _warn_foreign_proc() -> None:
     global _warned
     if not _warned:
         _warned = True
-        logging.getLogger("quiesce").warning(
+        log.warning(
             "quiesce: /proc belongs to another PID namespace (mount one for this namespace, "
             "e.g. unshare --mount-proc); process trees cannot be found, only direct children "
             "and process groups are signalled")
@@ -469,7 +499,7 @@ ancestors_of_self = _ancestors_of_self
 
 def _after_fork_in_child() -> None:
     global _owner_tag, _counter, _counter_lock, _scan_lock, _last_scan
-    _owner_tag = uuid.uuid4().hex[:12]
+    _owner_tag = _random_tag()
     _scan_lock, _last_scan = threading.Lock(), None
     _counter = itertools.count(1)
     _counter_lock = threading.Lock()

@@ -59,6 +59,7 @@ from typing import Any
 
 from quiesce._core._ended_by import EndedBy
 from quiesce._core._errors import ProcessDied
+from quiesce._core._token import StopToken
 from quiesce._proc import _proctree
 from quiesce._proc._child import RemoteTraceback, child_main
 from quiesce._proc._fd_monitor import FdMonitor
@@ -72,13 +73,18 @@ log = logging.getLogger("quiesce")
 class ProcessWorker(Worker):
     kind = "process"
 
-    def __init__(self, owner: Owner, name: str, payload: bytes, ctx: BaseContext) -> None:
+    def __init__(self, owner: Owner, name: str, payload: bytes, ctx: BaseContext, *,
+                 tokens: list[StopToken], pass_token: bool) -> None:
+        """``payload``, ``tokens``: (fn, args, kwargs) from ``_pickling.pickle_call``;
+        ``pass_token``: whether fn gets ``token=`` (asked in the owner: the child never
+        imports inspect)."""
         super().__init__(owner, name, owner.token.child())
         self._tag = _proctree.new_tag()
         self._reader, writer = ctx.Pipe(duplex=False)
         self._process = ctx.Process(  # type: ignore[attr-defined]
             target=child_main, name=name,
-            args=(payload, self._token, writer, self._tag, os.getpid(), owner.kill_after),
+            args=(payload, tokens, pass_token, self._token, writer, self._tag, os.getpid(),
+                  owner.kill_after),
         )
         self._writer = writer
         self._handle: ProcessHandle | None = None

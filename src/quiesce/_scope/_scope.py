@@ -34,7 +34,8 @@ from quiesce._pools._processpool import ProcessPool
 from quiesce._pools._threadpool import ThreadPool
 from quiesce._proc._command import Argv, check_argv, command_name
 from quiesce._proc._mp_context import resolve_context
-from quiesce._proc._pickling import pickle_target
+from quiesce._proc._pickling import pickle_call
+from quiesce._proc._wants_token import wants_token
 from quiesce._scope import _live_scopes
 from quiesce._scope._async_scope import AsyncScope
 from quiesce._scope._pool_in_scope import PoolWorker
@@ -253,10 +254,13 @@ class Scope(ScopeLadder, AsyncScope):
             ```
         """
         _validate.callable_target("fn", fn)
-        payload = pickle_target("scope.process", fn, args, kwargs)
+        payload, tokens = pickle_call("scope.process", fn, args, kwargs,
+                                      self._mp_context.get_start_method())
         with self._lock:
             self._check_open()
-            worker = ProcessWorker(self._owner, self._worker_name(fn), payload, self._mp_context)
+            worker = ProcessWorker(self._owner, self._worker_name(fn), payload, self._mp_context,
+                                   tokens=tokens,
+                                   pass_token=wants_token(fn) and "token" not in kwargs)
             return self._adopt(worker)
 
     def popen(self, argv: Argv, /, **popen_kwargs: Any) -> Worker:

@@ -24,7 +24,7 @@ from quiesce._core._errors import Stopped
 from quiesce._core._main_wait import in_slices
 from quiesce._core._thread_interrupt import ThreadGate
 from quiesce._core._token import StopToken
-from quiesce._proc._child import wants_token
+from quiesce._proc._wants_token import wants_token
 
 _done_lock = threading.Lock()
 
