@@ -135,3 +135,10 @@ def waits_for_own_callback(token: quiesce.StopToken) -> str:
     while not ran.wait(0.05):
         pass
     return "callback ran"
+
+
+def report_fd_readable(token: quiesce.StopToken, queue: Any) -> None:
+    """Whether the token's fd turns readable within 10 s (a select-based waiter)."""
+    import select
+
+    queue.put(bool(select.select([token.fileno()], [], [], 10)[0]))

@@ -470,6 +470,7 @@ class StopToken:
         if self._stopped_at is None:
             self._stopped_at = time.monotonic()
         self._mark_stopped()
+        self._core.wake_local()  # waiters of a core not yet exposed sleep on an Event
         if not self._stopping:
             self._fire()
 
@@ -571,6 +572,18 @@ def _run_callback(callback: Callable[[], object]) -> None:
 _shared_tokens: weakref.WeakSet[StopToken] = weakref.WeakSet()
 
 
+def _expose_all_before_fork() -> None:
+    """Both sides of the fork may wait on every token's fd: each stop must write it.
+
+    Before the fork, in the forking thread, which holds the GIL until the
+    fork is done: no stop in between can skip the write.
+    """
+    for token in list(_shared_tokens):
+        core = token._core
+        if isinstance(core, SharedCore):
+            core.expose()
+
+
 def _cross_all_after_fork() -> None:
     for token in list(_shared_tokens):
         if not token.stopped:
@@ -600,4 +613,5 @@ def _after_fork_in_child() -> None:
             token._cross()
 
 
-os.register_at_fork(after_in_parent=_cross_all_after_fork, after_in_child=_after_fork_in_child)
+os.register_at_fork(before=_expose_all_before_fork, after_in_parent=_cross_all_after_fork,
+                    after_in_child=_after_fork_in_child)

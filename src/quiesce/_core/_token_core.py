@@ -7,6 +7,20 @@ of waiters in any number of processes see it, and ``fileno()`` works with
 ``select``. Both pieces travel to children: inherited under fork, and
 through multiprocessing's DupFd under spawn and forkserver.
 
+A shared core is written to its eventfd only once the fd is *exposed*:
+handed out by ``fileno()``, pickled for another process, or alive across a
+fork (the at-fork hook in _token exposes every shared core). Until then no
+other process holds the token and nobody in this one waits on the fd, so
+its waiters (``wait()``) sleep on an Event made on first wait, which
+``set`` wakes without a system call. That matters when a scope stops its
+threads: an eventfd write releases the GIL, so stopping 100 worker tokens
+one write at a time handed the GIL to each woken worker and back, about
+doubling the GIL hand-offs of a plain ``Event.set()``. Exposing a core that
+is already stopped writes the fd then, so a late fd waiter still wakes.
+The Event's waiters also wake when the stop comes from another process
+(possible only once exposed): the watcher's ``_observe`` calls
+``wake_local``.
+
 ``LocalCore`` is for tokens that never leave their process (one per thread
 pool task): a one-byte flag and a reason, with an Event made only if
 someone waits and a wake-up pipe only if someone asks for ``fileno()``.
@@ -72,18 +86,41 @@ def _wait_readable(fd: int, timeout: float | None) -> bool:
 class SharedCore:
     """Flag + reason in shared memory, wake-up on an fd: visible to every process."""
 
-    __slots__ = ("__weakref__", "_finalizer", "read_fd", "slot", "write_fd")
+    __slots__ = ("__weakref__", "_event", "_finalizer", "exposed", "read_fd", "slot",
+                 "write_fd")
 
     def __init__(self, slot: _shm.Slot | None = None,
                  fds: tuple[int, int] | None = None) -> None:
         self.slot = slot if slot is not None else _shm.allocate()
         self.read_fd, self.write_fd = fds if fds is not None else _new_wake_fds()
         self._finalizer = weakref.finalize(self, _close_fds, self.read_fd, self.write_fd)
+        # A core rebuilt from another process's is exposed from the start: that
+        # process may wait on the fd.
+        self.exposed = fds is not None
+        self._event: threading.Event | None = None  # waiters of an unexposed core
 
     shared = True
 
     def is_set(self) -> bool:
         return self.slot.memory[self.slot.offset] != 0
+
+    def expose(self) -> None:
+        """From now on every stop writes the fd; if already stopped, write it now.
+
+        Ordered against ``set`` (flag, then "exposed?") as "exposed, then
+        flag?": whichever runs second sees the other's write, so the fd is
+        written at least once after a stop.
+        """
+        if not self.exposed:
+            self.exposed = True
+            if self.is_set():
+                _signal_fd(self.write_fd)
+
+    def wake_local(self) -> None:
+        """Wake this process's Event waiters (a stop seen by the watcher)."""
+        event = self._event
+        if event is not None and not event.is_set():
+            event.set()
 
     def set(self, reason: str | None) -> bool:
         """Mark stopped; True if this call did it (first stopper wins the reason)."""
@@ -99,7 +136,11 @@ class SharedCore:
                 memory[offset + 1] = size & 0xFF
                 memory[offset + 2] = (size >> 8) | 0x80
             memory[offset] = 1
-        _signal_fd(self.write_fd)
+        if self.exposed:  # else no fd waiter anywhere: no system call (nor GIL release)
+            _signal_fd(self.write_fd)
+        event = self._event
+        if event is not None:
+            event.set()
         return first
 
     def reason(self) -> str | None:
@@ -112,15 +153,28 @@ class SharedCore:
     def wait(self, timeout: float | None) -> bool:
         if self.is_set():
             return True
-        _wait_readable(self.read_fd, timeout)
+        if self.exposed:
+            _wait_readable(self.read_fd, timeout)
+            return self.is_set()
+        event = self._event
+        if event is None:
+            with _local_lock:
+                if self._event is None:
+                    self._event = threading.Event()
+                event = self._event
+            if self.is_set():  # set() read no Event before we made it: look again
+                return True
+        event.wait(timeout)
         return self.is_set()
 
     def fileno(self) -> int:
+        self.expose()
         return self.read_fd
 
     def reduce(self) -> tuple[Any, ...]:
         from multiprocessing.reduction import DupFd
 
+        self.expose()
         write = None if self.write_fd == self.read_fd else DupFd(self.write_fd)
         return (_rebuild_shared, (self.slot, DupFd(self.read_fd), write))
 
@@ -167,6 +221,9 @@ class LocalCore:
 
     def reason(self) -> str | None:
         return self._reason if self.flag[0] else None
+
+    def wake_local(self) -> None:
+        """Nothing to do: only ``set`` sets a local flag, and it wakes the waiters."""
 
     def wait(self, timeout: float | None) -> bool:
         if self.flag[0]:

@@ -1,0 +1,138 @@
+"""A token's eventfd is written only once something can wait on it (see _token_core).
+
+Until a token is *exposed* (``fileno()``, pickled, alive across a fork) its
+waiters sleep on an in-process Event and a stop makes no system call. These
+tests hold every way a waiter can be on one side of that line when the stop
+comes from the other: each would hang (and fail its timeout) if a path
+forgot to wake it.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+import select
+import threading
+import time
+
+import pytest
+
+import quiesce
+from targets import report_fd_readable, stop_token
+
+START_METHODS = multiprocessing.get_all_start_methods()
+
+
+def _readable(fd: int) -> bool:
+    return bool(select.select([fd], [], [], 0)[0])
+
+
+def _waiting_thread(token: quiesce.StopToken) -> tuple[threading.Thread, list[bool]]:
+    """A thread in ``token.wait(30)``, returned once it sleeps on the Event."""
+    woke: list[bool] = []
+    thread = threading.Thread(target=lambda: woke.append(token.wait(30)), daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 10
+    while token._core._event is None:  # type: ignore[union-attr]  # the waiter's handshake
+        assert time.monotonic() < deadline, "the waiter never reached its Event"
+        time.sleep(0.001)
+    return thread, woke
+
+
+def test_a_stop_of_a_token_nobody_else_can_see_writes_no_fd() -> None:
+    hidden = quiesce.StopToken()
+    thread, woke = _waiting_thread(hidden)
+    hidden.stop("local")
+    thread.join(10)
+    assert woke == [True]
+    assert not _readable(hidden._core.read_fd)  # type: ignore[union-attr]
+    # Negative control: once exposed, a stop writes it.
+    exposed = quiesce.StopToken()
+    exposed.fileno()
+    exposed.stop("local")
+    assert _readable(exposed._core.read_fd)  # type: ignore[union-attr]
+
+
+def test_fileno_of_a_token_stopped_while_hidden_is_readable() -> None:
+    token = quiesce.StopToken()
+    token.stop("before anyone asked for the fd")
+    assert _readable(token.fileno())
+
+
+@pytest.mark.parametrize("method", START_METHODS)
+def test_a_token_stopped_while_hidden_then_sent_wakes_an_fd_waiter_there(method: str) -> None:
+    ctx = multiprocessing.get_context(method)
+    token = quiesce.StopToken()
+    token.stop("before it was sent")
+    queue = ctx.Queue()
+    proc = ctx.Process(target=report_fd_readable, args=(token, queue))
+    proc.start()
+    try:
+        assert queue.get(timeout=30) is True
+    finally:
+        proc.join(30)
+    assert proc.exitcode == 0
+
+
+@pytest.mark.parametrize("method", START_METHODS)
+def test_a_thread_waiting_before_the_token_was_sent_wakes_on_the_childs_stop(
+        method: str) -> None:
+    ctx = multiprocessing.get_context(method)
+    token = quiesce.StopToken()
+    thread, woke = _waiting_thread(token)  # on the Event: the token was hidden then
+    proc = ctx.Process(target=stop_token, args=(token, f"child {method}"))
+    proc.start()
+    proc.join(30)
+    assert proc.exitcode == 0
+    thread.join(10)
+    assert woke == [True] and token.reason == f"child {method}"
+
+
+def test_a_thread_waiting_across_a_fork_wakes_on_the_forked_childs_stop() -> None:
+    token = quiesce.StopToken()
+    thread, woke = _waiting_thread(token)
+    pid = os.fork()
+    if pid == 0:  # the child: stop the inherited token, nothing else
+        try:
+            token.stop("forked child")
+        finally:
+            os._exit(0)
+    os.waitpid(pid, 0)
+    thread.join(10)
+    assert woke == [True] and token.reason == "forked child"
+
+
+def test_a_forked_child_waiting_on_an_inherited_token_wakes_on_the_parents_stop() -> None:
+    token = quiesce.StopToken()  # hidden until the fork exposes it
+    r, w = os.pipe()
+    pid = os.fork()
+    if pid == 0:
+        try:
+            os.close(r)
+            os.write(w, b"waiting\n")
+            os.write(w, b"woke\n" if token.wait(20) else b"timeout\n")
+        finally:
+            os._exit(0)
+    os.close(w)
+    with os.fdopen(r) as lines:
+        assert lines.readline() == "waiting\n"
+        token.stop("parent")
+        assert lines.readline() == "woke\n"
+    os.waitpid(pid, 0)
+
+
+def test_a_fork_exposes_every_token_before_either_side_runs_on() -> None:
+    """The parent's stop right after the fork writes the fd the child waits on.
+
+    No blocking call between ``fork()`` and ``stop()``: this process's
+    watcher cannot have looked at the token yet, so only the fork itself can
+    have exposed it.
+    """
+    token = quiesce.StopToken()
+    pid = os.fork()
+    if pid == 0:
+        os._exit(0 if select.select([token.fileno()], [], [], 20)[0] else 1)
+    token.stop("parent")
+    assert _readable(token._core.read_fd)  # type: ignore[union-attr]
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0
