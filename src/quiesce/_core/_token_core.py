@@ -14,8 +14,8 @@ other process holds the token and nobody in this one waits on the fd, so
 its waiters (``wait()``) sleep on an Event made on first wait, which
 ``set`` wakes without a system call. That matters when a scope stops its
 threads: an eventfd write releases the GIL, so stopping 100 worker tokens
-one write at a time handed the GIL to each woken worker and back, about
-doubling the GIL hand-offs of a plain ``Event.set()``. Exposing a core that
+one write at a time handed the GIL to each woken worker and back, one
+round trip per token, where ``Event.set()`` never lets go of it. Exposing a core that
 is already stopped writes the fd then, so a late fd waiter still wakes.
 The Event's waiters also wake when the stop comes from another process
 (possible only once exposed): the watcher's ``_observe`` calls
