@@ -18,6 +18,7 @@ import time
 import pytest
 
 import quiesce
+
 from targets import report_fd_readable, stop_token
 
 START_METHODS = multiprocessing.get_all_start_methods()
