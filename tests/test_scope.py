@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import gc
 import math
+import multiprocessing
 import os
 import subprocess
 import sys
@@ -29,6 +30,7 @@ from targets import (
     raise_after,
     raise_value_error,
     return_value,
+    stop_token,
 )
 
 # Loose bound on top of grace + kill_after for process start-up and reaping on a busy machine.
@@ -363,3 +365,27 @@ def test_join_after_the_worker_ended_still_raises_its_error() -> None:
             except ValueError:
                 raise
     assert missed == 0
+
+
+def test_a_thread_workers_token_stops_when_another_process_stops_the_scopes() -> None:
+    """A thread worker's token is not linked to its scope's: the scope's ladder stops it,
+    also when the stop comes from another process (the watcher begins the ladder)."""
+    ctx = multiprocessing.get_context("spawn")
+    with pytest.raises(quiesce.Stopped, match="stop from a child"), \
+            Scope(grace=30, kill_after=1) as scope:
+        worker = scope.thread(lambda token: token.wait(60))
+        proc = ctx.Process(target=stop_token, args=(scope.token, "stop from a child"))
+        proc.start()
+        proc.join(60)
+        assert proc.exitcode == 0
+        assert worker.join(20), "the worker's token never stopped"
+        assert worker.token.reason == "stop from a child"
+    assert worker.ended_by == "stopped"
+
+
+def test_thread_workers_add_no_callback_to_their_scopes_token() -> None:
+    with Scope(grace=5) as scope:
+        before = len(scope.token._callbacks)
+        for _ in range(20):
+            scope.thread(lambda token: token.wait(30))
+        assert len(scope.token._callbacks) == before

@@ -253,7 +253,8 @@ class StopToken:
         """
         timeout = _validate.seconds("timeout", timeout, allow_none=True)
         if in_slices(self._core.wait, timeout):
-            self._observe()  # perhaps a stop from another process: callbacks run now
+            if not self.stopped:  # else this process has seen it: whoever did fires
+                self._observe()  # perhaps a stop from another process: callbacks run now
             return True
         return False
 

@@ -309,7 +309,14 @@ class ThreadWorker(Worker):
 
     def __init__(self, owner: Owner, name: str, fn: Callable[..., Any],
                  args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
-        super().__init__(owner, name, owner.token.child())
+        # Not a linked child of the scope's token: every stop of that token begins the
+        # scope's ladder, which stops each worker's token first (Scope._begin_ladder), and
+        # a scope stopping takes no new worker. A link would only be one more callback
+        # per worker at each stop, and one more registration at each start. The
+        # worker's deadline is its scope's, like a child's.
+        token = StopToken()
+        token._deadline = owner.token.deadline
+        super().__init__(owner, name, token)
         if wants_token(fn) and "token" not in kwargs:
             kwargs = {**kwargs, "token": self._token}
         # Only a scope that may interrupt its threads needs the gate (a lock per thread).
