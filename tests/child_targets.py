@@ -49,15 +49,20 @@ def token_named_but_given(token: str) -> str:
     return token
 
 
-def sigterm_then_token(ready: str, *, token: quiesce.StopToken) -> dict[str, Any]:
-    """Report the threads before and after a SIGTERM, and how the token was stopped."""
-    before = sorted(t.name for t in threading.enumerate())
+def _sleep_until_sigterm(ready: str) -> None:
+    """Say ready, then sleep until the SIGTERM's ``Stopped`` lands here."""
     try:
         mark_ready(ready)
         while True:
             time.sleep(0.01)
     except quiesce.Stopped:
         pass
+
+
+def sigterm_then_token(ready: str, *, token: quiesce.StopToken) -> dict[str, Any]:
+    """Report the threads before and after a SIGTERM, and how the token was stopped."""
+    before = sorted(t.name for t in threading.enumerate())
+    _sleep_until_sigterm(ready)
     woke = token.wait(30)  # stopped by the helper thread, not by this one
     return {"before": before, "after": sorted(t.name for t in threading.enumerate()),
             "woke": woke, "reason": token.reason}
@@ -84,11 +89,6 @@ def sigterm_without_threads(ready: str, *, token: quiesce.StopToken) -> dict[str
         started = True
     except RuntimeError:
         started = False
-    try:
-        mark_ready(ready)
-        while True:
-            time.sleep(0.01)
-    except quiesce.Stopped:
-        pass
+    _sleep_until_sigterm(ready)
     woke = token.wait(30)
     return {"thread_started": started, "woke": woke, "reason": token.reason}

@@ -42,25 +42,27 @@ def wait_for_stop_after(ready: quiesce.StopToken, token: quiesce.StopToken) -> s
     return "stopped"
 
 
-def exit_on_release(ready: quiesce.StopToken, seen: quiesce.StopToken, release: str,
-                    token: quiesce.StopToken) -> str:
-    """Once stopped, say so (``seen``), then exit once the file ``release`` exists."""
-    ready.stop()
-    token.wait()
-    seen.stop()
-    while not os.path.exists(release):
-        time.sleep(0.005)
-    return "stopped"
-
-
-def ignore_stop_until(ready: quiesce.StopToken, seen: quiesce.StopToken, release: str,
-                      token: quiesce.StopToken) -> str:
+def _stopped_then_released(ready: quiesce.StopToken, seen: quiesce.StopToken, release: str,
+                           token: quiesce.StopToken) -> None:
     """Once stopped, say so (``seen``), then run on until the file ``release`` exists."""
     ready.stop()
     token.wait()
     seen.stop()
     while not os.path.exists(release):
         time.sleep(0.005)
+
+
+def exit_on_release(ready: quiesce.StopToken, seen: quiesce.StopToken, release: str,
+                    token: quiesce.StopToken) -> str:
+    """Once stopped, say so (``seen``), then exit once the file ``release`` exists."""
+    _stopped_then_released(ready, seen, release, token)
+    return "stopped"
+
+
+def ignore_stop_until(ready: quiesce.StopToken, seen: quiesce.StopToken, release: str,
+                      token: quiesce.StopToken) -> str:
+    """Once stopped, say so (``seen``), then run on until the file ``release`` exists."""
+    _stopped_then_released(ready, seen, release, token)
     return "released"
 
 
