@@ -30,7 +30,7 @@ from quiesce._proc import _lineage, _platform, _proctree
 from quiesce._proc._fd_monitor import FdMonitor
 from quiesce._scope import _process_worker
 
-from procs import alive
+from procs import alive, wait_for_file
 
 METHODS = ["fork", "forkserver", "spawn"]
 
@@ -98,11 +98,7 @@ def test_a_worker_without_a_pidfd_gets_a_thread_of_its_own_beside_the_monitor(
 
 
 def _read_pid(pidfile: Path) -> int:
-    deadline = time.monotonic() + 20
-    while not pidfile.exists():
-        assert time.monotonic() < deadline, "the worker never started its escaper"
-        time.sleep(0.01)
-    return int(pidfile.read_text())
+    return int(wait_for_file(pidfile))
 
 
 def _wait_gone(pidfd: int, limit: float) -> bool:

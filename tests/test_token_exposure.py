@@ -13,12 +13,12 @@ import multiprocessing
 import os
 import select
 import threading
-import time
 
 import pytest
 
 import quiesce
 
+from procs import wait_for
 from targets import report_fd_readable, stop_token
 
 START_METHODS = multiprocessing.get_all_start_methods()
@@ -33,10 +33,8 @@ def _waiting_thread(token: quiesce.StopToken) -> tuple[threading.Thread, list[bo
     woke: list[bool] = []
     thread = threading.Thread(target=lambda: woke.append(token.wait(30)), daemon=True)
     thread.start()
-    deadline = time.monotonic() + 10
-    while token._core._event is None:  # type: ignore[union-attr]  # the waiter's handshake
-        assert time.monotonic() < deadline, "the waiter never reached its Event"
-        time.sleep(0.001)
+    wait_for(lambda: token._core._event is not None,  # type: ignore[union-attr]
+             "the waiter to reach its Event", timeout=10)
     return thread, woke
 
 

@@ -73,6 +73,15 @@ def limit_threads(how: str) -> None:
         resource.setrlimit(resource.RLIMIT_AS, (room, resource.RLIM_INFINITY))
 
 
+def report_thread_limit() -> None:
+    """Say whether a thread can still be started: the test checks the limit took."""
+    try:
+        threading.Thread(target=lambda: None).start()
+        print("a thread still started; the limit did not take", flush=True)
+    except RuntimeError as exc:
+        print(f"cannot start a thread: {exc}", flush=True)
+
+
 def main() -> None:
     how = sys.argv[1] if len(sys.argv) > 1 else "nproc"
     if how == "nproc":
@@ -84,11 +93,7 @@ def main() -> None:
         scope.popen(["sleep", "30"])
         quiesce.StopToken().on_stop(lambda: None)  # helper threads up before the limit
         limit_threads(how)
-        try:
-            threading.Thread(target=lambda: None).start()
-            print("a thread still started; the limit did not take", flush=True)
-        except RuntimeError as exc:
-            print(f"cannot start a thread: {exc}", flush=True)
+        report_thread_limit()
         # A stop made inside the block begins the ladder in a thread of its own (leaving
         # the block would run it in the leaving thread, needing no thread at all).
         scope.stop("the limit is in place")

@@ -14,6 +14,8 @@ from __future__ import annotations
 import os
 import sys
 
+from watcher_emfile import exhaust, release
+
 import quiesce
 from quiesce._proc import _lineage
 from quiesce._proc._guardian_client import Guardian
@@ -21,15 +23,6 @@ from quiesce._proc._guardian_client import Guardian
 
 def square(x: int) -> int:
     return x * x
-
-
-def exhaust() -> list[int]:
-    held = []
-    try:
-        while True:
-            held.append(os.open("/dev/null", os.O_RDONLY))
-    except OSError:
-        return held
 
 
 def attempt() -> str:
@@ -62,8 +55,7 @@ def main() -> int:
         try:
             outcome = attempt()
         finally:
-            for fd in held:
-                os.close(fd)
+            release(held)
         left = children(guardian)
         print(f"{k}: {outcome}" + (f" LEFT {left}" if left else ""), flush=True)
         if left:

@@ -11,9 +11,8 @@ from __future__ import annotations
 
 import os
 import sys
-import threading
 
-from ladder_no_thread import drop_root, limit_threads
+from ladder_no_thread import drop_root, limit_threads, report_thread_limit
 
 import quiesce
 from quiesce._proc import _lineage
@@ -32,11 +31,7 @@ def main() -> None:
     quiesce.StopToken().on_stop(lambda: None)
     with quiesce.Scope(grace=0.5, kill_after=0.5, mp_context="fork") as scope:
         limit_threads(how)
-        try:
-            threading.Thread(target=lambda: None).start()
-            print("a thread still started; the limit did not take", flush=True)
-        except RuntimeError as exc:
-            print(f"cannot start a thread: {exc}", flush=True)
+        report_thread_limit()
         try:
             scope.process(square, 7)
             print("started", flush=True)
