@@ -19,19 +19,25 @@ _PR_GET_CHILD_SUBREAPER = 37
 _prctl_address: int | None = None
 
 
-def _prctl(option: int, arg: int) -> bool:
-    # ``_ctypes.call_function`` (the C half of ctypes, CPython 3.6 to 3.13 at least)
-    # calls prctl without importing ``ctypes``, whose import alone is a quarter of
-    # ``quiesce run``'s start-up budget; plain ctypes where it is missing.
+def _call_prctl(args: tuple[object, ...]) -> int:
+    """``prctl(*args)`` through ``_ctypes.call_function`` (the C half of ctypes, CPython
+    3.6 to 3.13 at least), without importing ``ctypes``, whose import alone is a quarter
+    of ``quiesce run``'s start-up budget. Raises ImportError, AttributeError or OSError
+    where that half is missing or changed."""
     global _prctl_address
+    import _ctypes
+
+    if _prctl_address is None:
+        _prctl_address = int(_ctypes.dlsym(_ctypes.dlopen(None), "prctl"))  # type: ignore[arg-type]
+    return int(_ctypes.call_function(_prctl_address, args))
+
+
+def _prctl(option: int, arg: int) -> bool:
+    # Plain ctypes where ``_call_prctl`` cannot work.
     if not IS_LINUX:
         return False
     try:
-        import _ctypes
-
-        if _prctl_address is None:
-            _prctl_address = int(_ctypes.dlsym(_ctypes.dlopen(None), "prctl"))  # type: ignore[arg-type]
-        return int(_ctypes.call_function(_prctl_address, (option, arg, 0, 0, 0))) == 0
+        return _call_prctl((option, arg, 0, 0, 0)) == 0
     except (ImportError, AttributeError, OSError):
         import ctypes
 
@@ -46,17 +52,11 @@ def is_child_subreaper() -> bool | None:
     so no ``ctypes`` import, which in a background thread could hold the
     module's import lock across another thread's fork.
     """
-    global _prctl_address
     if not IS_LINUX:
         return None
     try:
-        import _ctypes
-
-        if _prctl_address is None:
-            _prctl_address = int(_ctypes.dlsym(_ctypes.dlopen(None), "prctl"))  # type: ignore[arg-type]
         buffer = bytes(8)  # never shared: bytes of this size are not cached
-        if int(_ctypes.call_function(_prctl_address, (_PR_GET_CHILD_SUBREAPER, buffer,
-                                                      0, 0, 0))) != 0:
+        if _call_prctl((_PR_GET_CHILD_SUBREAPER, buffer, 0, 0, 0)) != 0:
             return None
         return int.from_bytes(buffer[:4], sys.byteorder) != 0
     except (ImportError, AttributeError, OSError):
