@@ -34,13 +34,13 @@ from _queue import Empty, SimpleQueue
 from collections.abc import Callable
 
 from quiesce._core._log import log  # logging imported on first use
+from quiesce._core._wake_fd import HAS_EVENTFD, new_wake_fds, signal_fd
 
 _queue: SimpleQueue[Callable[[], None]] = SimpleQueue()
 _thread: threading.Thread | None = None
 _lock = threading.Lock()
 _wake_w = -1  # the write end of start_on_wake's fd (-1: none); never closed while set
 _wake_fds: set[int] = set()  # start_on_wake's fds: closed only in a forked child
-_HAS_EVENTFD = hasattr(os, "eventfd")
 
 
 def start() -> None:
@@ -66,18 +66,13 @@ def start_on_wake() -> int | None:
     """
     global _wake_w
     try:
-        if _HAS_EVENTFD:
-            read_fd = write_fd = os.eventfd(0, os.EFD_CLOEXEC | os.EFD_NONBLOCK)
-        else:
-            read_fd, write_fd = os.pipe()
-            os.set_blocking(read_fd, False)
-            os.set_blocking(write_fd, False)
+        read_fd, write_fd = new_wake_fds()
     except OSError:
         return None
     _wake_fds.update((read_fd, write_fd))
     _wake_w = write_fd
     if not _queue.empty():  # a request came before the fd: wake at once
-        _wake(write_fd)
+        signal_fd(write_fd)
     return read_fd
 
 
@@ -86,7 +81,7 @@ def call_soon(fn: Callable[[], None]) -> None:
     _queue.put(fn)
     write_fd = _wake_w
     if write_fd >= 0:
-        _wake(write_fd)
+        signal_fd(write_fd)
 
 
 def woken(fd: int) -> bool:
@@ -98,7 +93,7 @@ def woken(fd: int) -> bool:
         return True
     except Exception:  # no thread to be had (RuntimeError): the work must still be done
         try:
-            os.read(fd, 8 if _HAS_EVENTFD else 4096)
+            os.read(fd, 8 if HAS_EVENTFD else 4096)
         except OSError:
             pass
         while True:
@@ -107,16 +102,6 @@ def woken(fd: int) -> bool:
             except Empty:
                 return False
             _run(fn)
-
-
-def _wake(write_fd: int) -> None:
-    try:
-        if _HAS_EVENTFD:
-            os.eventfd_write(write_fd, 1)
-        else:
-            os.write(write_fd, b"\0")
-    except OSError:  # full (already readable), or a pipe fallback's error
-        pass
 
 
 def _serve() -> None:

@@ -32,47 +32,16 @@ system call per ``stopped`` check, ~400 ns against ~50 ns for shared memory).
 
 from __future__ import annotations
 
-import os
 import select
 import threading
 import weakref
 from typing import Any
 
 from quiesce._core import _shm
+from quiesce._core._wake_fd import close_fds, new_wake_fds, signal_fd
 
 _REASON_MAX = _shm.SLOT_SIZE - 3
-_HAS_EVENTFD = hasattr(os, "eventfd")
 _local_lock = threading.Lock()
-
-
-def _new_wake_fds() -> tuple[int, int]:
-    """(read_fd, write_fd): eventfd has one fd for both, a pipe two."""
-    if _HAS_EVENTFD:
-        fd = os.eventfd(0, os.EFD_CLOEXEC | os.EFD_NONBLOCK)
-        return fd, fd
-    r, w = os.pipe()
-    for fd in (r, w):
-        os.set_blocking(fd, False)
-        os.set_inheritable(fd, False)
-    return r, w
-
-
-def _signal_fd(write_fd: int) -> None:
-    try:
-        if _HAS_EVENTFD:
-            os.eventfd_write(write_fd, 1)
-        else:
-            os.write(write_fd, b"\0")
-    except (BlockingIOError, OSError):
-        pass  # already readable (pipe full / counter saturated) or closed at exit
-
-
-def _close_fds(read_fd: int, write_fd: int) -> None:
-    for fd in {read_fd, write_fd}:
-        try:
-            os.close(fd)
-        except OSError:
-            pass
 
 
 def _wait_readable(fd: int, timeout: float | None) -> bool:
@@ -92,8 +61,8 @@ class SharedCore:
     def __init__(self, slot: _shm.Slot | None = None,
                  fds: tuple[int, int] | None = None) -> None:
         self.slot = slot if slot is not None else _shm.allocate()
-        self.read_fd, self.write_fd = fds if fds is not None else _new_wake_fds()
-        self._finalizer = weakref.finalize(self, _close_fds, self.read_fd, self.write_fd)
+        self.read_fd, self.write_fd = fds if fds is not None else new_wake_fds()
+        self._finalizer = weakref.finalize(self, close_fds, self.read_fd, self.write_fd)
         # A core rebuilt from another process's is exposed from the start: that
         # process may wait on the fd.
         self.exposed = fds is not None
@@ -114,7 +83,7 @@ class SharedCore:
         if not self.exposed:
             self.exposed = True
             if self.is_set():
-                _signal_fd(self.write_fd)
+                signal_fd(self.write_fd)
 
     def wake_local(self) -> None:
         """Wake this process's Event waiters (a stop seen by the watcher)."""
@@ -137,7 +106,7 @@ class SharedCore:
                 memory[offset + 2] = (size >> 8) | 0x80
             memory[offset] = 1
         if self.exposed:  # else no fd waiter anywhere: no system call (nor GIL release)
-            _signal_fd(self.write_fd)
+            signal_fd(self.write_fd)
         event = self._event
         if event is not None:
             event.set()
@@ -216,7 +185,7 @@ class LocalCore:
         if event is not None:
             event.set()
         if fds is not None:
-            _signal_fd(fds[1])
+            signal_fd(fds[1])
         return True
 
     def reason(self) -> str | None:
@@ -239,10 +208,10 @@ class LocalCore:
     def fileno(self) -> int:
         with _local_lock:
             if self._fds is None:
-                self._fds = _new_wake_fds()
-                weakref.finalize(self, _close_fds, *self._fds)
+                self._fds = new_wake_fds()
+                weakref.finalize(self, close_fds, *self._fds)
                 if self.flag[0]:
-                    _signal_fd(self._fds[1])
+                    signal_fd(self._fds[1])
             return self._fds[0]
 
     def reduce(self) -> tuple[Any, ...]:
