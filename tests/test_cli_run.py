@@ -147,7 +147,8 @@ def test_sigkill_of_the_supervisor_ends_the_whole_tree(tmp_path: Path) -> None:
     script = (
         "import os, signal, subprocess, sys, time\n"
         "def term(*a):\n"
-        f"    open({str(marker)!r}, 'w').write(str(time.monotonic())); sys.exit(0)\n"
+        f"    open({str(marker)!r} + '.tmp', 'w').write(str(time.monotonic()))\n"
+        f"    os.replace({str(marker)!r} + '.tmp', {str(marker)!r}); sys.exit(0)\n"
         "signal.signal(signal.SIGTERM, term)\n"
         "subprocess.Popen(['setsid', 'sh', '-c', \"trap '' TERM; echo $$ > $0.tmp; \"\n"
         f"                  \"mv $0.tmp $0; sleep 60 & wait\", {str(leftover_pid)!r}])\n"
