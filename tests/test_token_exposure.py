@@ -135,3 +135,37 @@ def test_a_fork_exposes_every_token_before_either_side_runs_on() -> None:
     assert _readable(token._core.read_fd)  # type: ignore[union-attr]
     _, status = os.waitpid(pid, 0)
     assert os.waitstatus_to_exitcode(status) == 0
+
+
+def test_the_fork_hooks_see_every_token_while_another_thread_makes_tokens() -> None:
+    """The hooks copy the set of live tokens while another thread adds to it: the copy
+    must not fail ("Set changed size during iteration"; a hook's error is only
+    printed, and the tokens after it went unexposed and unwatched)."""
+    import sys
+
+    keep = [quiesce.StopToken() for _ in range(3000)]  # a copy long enough to be cut
+    errors: list[BaseException | None] = []
+    old_hook, old_interval = sys.unraisablehook, sys.getswitchinterval()
+    sys.unraisablehook = lambda unraisable: errors.append(unraisable.exc_value)
+    done = threading.Event()
+
+    def churn() -> None:
+        while not done.is_set():
+            quiesce.StopToken()
+
+    churner = threading.Thread(target=churn, daemon=True)
+    sys.setswitchinterval(1e-6)  # hand the GIL over as often as it can be
+    try:
+        churner.start()
+        for _ in range(8):
+            pid = os.fork()
+            if pid == 0:
+                os._exit(0)
+            os.waitpid(pid, 0)
+    finally:
+        sys.setswitchinterval(old_interval)
+        done.set()
+        churner.join(10)
+        sys.unraisablehook = old_hook
+    assert errors == []
+    assert all(token._core.exposed for token in keep)  # type: ignore[union-attr]

@@ -484,9 +484,15 @@ class StopToken:
             mirror.stopped = True
 
     def _cross(self) -> None:
-        """This token now lives in another process too: a stop made there must reach us."""
+        """This token now lives in another process too: a stop made there must reach us,
+        and a stop made here must write the fd a waiter there may poll (exposed at
+        once, not when the watcher gets to it: a token made by another thread while
+        a fork ran its hooks is exposed by the hook after the fork)."""
         if self._crossed or not self._core.shared:
             return
+        core = self._core
+        if isinstance(core, SharedCore):
+            core.expose()
         with self._lock:
             self._crossed = True
             if self._watched or self._fired:
@@ -573,20 +579,35 @@ def _run_callback(callback: Callable[[], object]) -> None:
 _shared_tokens: weakref.WeakSet[StopToken] = weakref.WeakSet()
 
 
+def _snapshot_shared_tokens() -> list[StopToken]:
+    """The live shared tokens, copied. The fork hooks run Python code, so another
+    thread may make a token meanwhile, and iterating the WeakSet then raises
+    "Set changed size during iteration" (a hook's error is only printed, and the
+    tokens after it went unexposed or unwatched): copy again."""
+    while True:
+        try:
+            return list(_shared_tokens)
+        except RuntimeError:
+            continue
+
+
 def _expose_all_before_fork() -> None:
     """Both sides of the fork may wait on every token's fd: each stop must write it.
 
-    Before the fork, in the forking thread, which holds the GIL until the
-    fork is done: no stop in between can skip the write.
+    Before the fork, so that a stop made in the parent while the fork runs
+    writes the fd. A token another thread makes while the hooks run (they
+    are Python code: the GIL can change hands) is exposed by the hook after
+    the fork (``_cross``); a stop of that very token made between the fork
+    and that hook, by yet another thread, is the one case left unwritten.
     """
-    for token in list(_shared_tokens):
+    for token in _snapshot_shared_tokens():
         core = token._core
         if isinstance(core, SharedCore):
             core.expose()
 
 
 def _cross_all_after_fork() -> None:
-    for token in list(_shared_tokens):
+    for token in _snapshot_shared_tokens():
         if not token.stopped:
             try:
                 token._cross()
@@ -597,7 +618,7 @@ def _cross_all_after_fork() -> None:
 
 def _after_fork_in_child() -> None:
     _token_watch.forget_after_fork()  # threads and selectors do not survive fork
-    tokens = list(_shared_tokens)
+    tokens = _snapshot_shared_tokens()
     for token in tokens:
         token._watched = False  # the parent's watcher watched it, not ours
         token._crossed = False
