@@ -6,6 +6,7 @@ import gc
 import math
 import multiprocessing
 import os
+import resource
 import subprocess
 import sys
 import textwrap
@@ -31,6 +32,7 @@ from targets import (
     raise_value_error,
     return_value,
     stop_token,
+    wait_on_token,
 )
 
 # Loose bound on top of grace + kill_after for process start-up and reaping on a busy machine.
@@ -52,6 +54,42 @@ def test_seed_problem_1_process_looping_forever_is_ended(tmp_path: Path) -> None
     # loop_forever never reads a token: SIGTERM (raised as Stopped) ends it.
     assert worker.ended_by == "terminated"
 
+
+
+def _fill_fds_past(number: int) -> list[int]:
+    """Open /dev/null until the newest fd is numbered past ``number``; the fds opened."""
+    fds: list[int] = []
+    try:
+        while not fds or fds[-1] <= number:
+            fds.append(os.open(os.devnull, os.O_RDONLY | os.O_CLOEXEC))
+    except BaseException:
+        for fd in fds:
+            os.close(fd)
+        raise
+    return fds
+
+
+@pytest.mark.parametrize("method", ["fork", "forkserver", "spawn"])
+def test_workers_run_with_fd_numbers_past_selects_limit(method: str) -> None:
+    """select() refuses fds from 1024 up (FD_SETSIZE); a process holding that many
+    fds got "filedescriptor out of range in select()" from scope.process (seen when
+    an earlier test had left 2,500 fds open). Every fd made here numbers past it."""
+    soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft != resource.RLIM_INFINITY and soft < 1200:
+        pytest.skip(f"RLIMIT_NOFILE is {soft}: no fd can number past 1024 here")
+    fillers = _fill_fds_past(1100)
+    try:
+        with Scope(grace=5, kill_after=1, mp_context=multiprocessing.get_context(method)) as scope:
+            process = scope.process(wait_on_token)
+            thread = scope.thread(wait_on_token)
+            assert process.pid is not None and process.alive
+            scope.stop("fds past 1024")
+        assert process.result == "fds past 1024"
+        assert thread.result == "fds past 1024"
+        assert process.ended_by == "stopped"
+    finally:
+        for fd in fillers:
+            os.close(fd)
 
 def test_seed_problem_2_thread_looping_forever_is_interrupted(tmp_path: Path) -> None:
     with Scope(grace=0.2, kill_after=0.2, interrupt_threads=True) as scope:

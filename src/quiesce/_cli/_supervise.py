@@ -531,9 +531,9 @@ def _wait(fd: int, timeout: float | None) -> None:
     needs it (its import is a measurable part of ``quiesce run -- true``).
     """
     if timeout is not None:
-        import select
+        from quiesce._core._fd_wait import wait_readable  # poll: any fd number
 
-        select.select([fd], [], [], timeout)
+        wait_readable(fd, timeout)
         return
     os.set_blocking(fd, True)
     try:

@@ -63,7 +63,6 @@ from __future__ import annotations
 import contextlib
 import multiprocessing.process
 import os
-import select
 import signal
 import subprocess
 import threading
@@ -73,6 +72,7 @@ from typing import Any, final
 
 import psutil
 
+from quiesce._core._fd_wait import wait_readable
 from quiesce._proc import _command, _launcher, _lineage, _platform, _proctree
 from quiesce._proc._guardian_client import Guardian
 
@@ -121,7 +121,7 @@ class ProcessHandle:
         # server) heads the chain _lineage reads after the exit; the sessions, see there.
         self._root_start, self._root_parent, self._root_sessions = (
             _lineage.root_identity(pid) if self._pidfd is not None else (0, 0, None))
-        if self._pidfd is not None and select.select([self._pidfd], [], [], 0)[0]:
+        if self._pidfd is not None and wait_readable(self._pidfd, 0):
             self._root_start, self._root_parent = 0, 0  # exited: the read may be a stranger's
         if self._root_start:
             _open_roots[pid] = self._root_start
@@ -246,7 +246,7 @@ class ProcessHandle:
         """Whether the root has exited (without reaping it)."""
         with self._fd_lock:
             if self._pidfd is not None:
-                return bool(select.select([self._pidfd], [], [], 0)[0])
+                return wait_readable(self._pidfd, 0)
             if self._closed:
                 return True
         if self._pins:
@@ -263,10 +263,10 @@ class ProcessHandle:
             remaining = 3600.0 if deadline is None else deadline - time.monotonic()
             if remaining <= 0:
                 return False
-            remaining = min(remaining, 3600.0)  # select() overflows past ~292 years
+            remaining = min(remaining, 3600.0)
             fd = self._pidfd
             if fd is not None and not self._closed:
-                select.select([fd], [], [], remaining)
+                wait_readable(fd, remaining)
             else:
                 time.sleep(min(0.05, remaining))
         return True
@@ -468,7 +468,7 @@ class ProcessHandle:
         """Whether the root still pins its PID and group number (checked after a read)."""
         with self._fd_lock:
             if self._pidfd is not None:
-                return not select.select([self._pidfd], [], [], 0)[0]
+                return not wait_readable(self._pidfd, 0)
             if self._closed:
                 return False
         if self._pins:

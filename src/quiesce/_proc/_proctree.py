@@ -39,7 +39,6 @@ from __future__ import annotations
 
 import itertools
 import os
-import select
 import signal
 import threading
 import time
@@ -48,6 +47,7 @@ from types import ModuleType
 from typing import TYPE_CHECKING
 
 from quiesce._core import _validate
+from quiesce._core._fd_wait import wait_readable
 from quiesce._core._log import log  # logging imported on first use
 from quiesce._proc import _platform
 
@@ -317,7 +317,7 @@ class ProcRef:
     def alive(self) -> bool:
         """Running (a zombie counts as dead)."""
         if self._pidfd is not None:
-            if select.select([self._pidfd], [], [], 0)[0]:
+            if wait_readable(self._pidfd, 0):
                 return False
             info = _stat(self.pid)
             return info is not None and info[2] != "Z"
