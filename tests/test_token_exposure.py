@@ -1,7 +1,7 @@
 """A token's eventfd is written only once something can wait on it (see _token_core).
 
 Until a token is *exposed* (``fileno()``, pickled, alive across a fork) its
-waiters sleep on an in-process Event and a stop makes no system call. These
+waiters sleep on an in-process latch and a stop makes no system call. These
 tests hold every way a waiter can be on one side of that line when the stop
 comes from the other: each would hang (and fail its timeout) if a path
 forgot to wake it.
@@ -29,12 +29,16 @@ def _readable(fd: int) -> bool:
 
 
 def _waiting_thread(token: quiesce.StopToken) -> tuple[threading.Thread, list[bool]]:
-    """A thread in ``token.wait(30)``, returned once it sleeps on the Event."""
+    """A thread in ``token.wait(30)``, returned once its lock is on the core's latch."""
     woke: list[bool] = []
     thread = threading.Thread(target=lambda: woke.append(token.wait(30)), daemon=True)
     thread.start()
-    wait_for(lambda: token._core._event is not None,  # type: ignore[union-attr]
-             "the waiter to reach its Event", timeout=10)
+
+    def sleeping() -> bool:
+        latch = token._core._latch  # type: ignore[union-attr]
+        return latch is not None and bool(latch._waiters)
+
+    wait_for(sleeping, "the waiter to reach the latch", timeout=10)
     return thread, woke
 
 
@@ -78,7 +82,7 @@ def test_a_thread_waiting_before_the_token_was_sent_wakes_on_the_childs_stop(
         method: str) -> None:
     ctx = multiprocessing.get_context(method)
     token = quiesce.StopToken()
-    thread, woke = _waiting_thread(token)  # on the Event: the token was hidden then
+    thread, woke = _waiting_thread(token)  # on the latch: the token was hidden then
     proc = ctx.Process(target=stop_token, args=(token, f"child {method}"))
     proc.start()
     proc.join(30)

@@ -11,18 +11,19 @@ A shared core is written to its eventfd only once the fd is *exposed*:
 handed out by ``fileno()``, pickled for another process, or alive across a
 fork (the at-fork hook in _token exposes every shared core). Until then no
 other process holds the token and nobody in this one waits on the fd, so
-its waiters (``wait()``) sleep on an Event made on first wait, which
-``set`` wakes without a system call. That matters when a scope stops its
+its waiters (``wait()``) sleep on a latch (_latch: an Event without its
+Condition) made on first wait, which ``set`` opens without a system call
+unless a thread sleeps on it. That matters when a scope stops its
 threads: an eventfd write releases the GIL, so stopping 100 worker tokens
 one write at a time handed the GIL to each woken worker and back, one
 round trip per token, where ``Event.set()`` never lets go of it. Exposing a core that
 is already stopped writes the fd then, so a late fd waiter still wakes.
-The Event's waiters also wake when the stop comes from another process
+The latch's waiters also wake when the stop comes from another process
 (possible only once exposed): the watcher's ``_observe`` calls
 ``wake_local``.
 
 ``LocalCore`` is for tokens that never leave their process (one per thread
-pool task): a one-byte flag and a reason, with an Event made only if
+pool task): a one-byte flag and a reason, with a latch made only if
 someone waits and a wake-up pipe only if someone asks for ``fileno()``.
 
 Rejected: ``multiprocessing.Event`` (no fileno, cannot carry a reason, its
@@ -32,30 +33,23 @@ system call per ``stopped`` check, ~400 ns against ~50 ns for shared memory).
 
 from __future__ import annotations
 
-import select
 import threading
 import weakref
 from typing import Any
 
 from quiesce._core import _shm
+from quiesce._core._fd_wait import wait_readable
+from quiesce._core._latch import Latch
 from quiesce._core._wake_fd import close_fds, new_wake_fds, signal_fd
 
 _REASON_MAX = _shm.SLOT_SIZE - 3
 _local_lock = threading.Lock()
 
 
-def _wait_readable(fd: int, timeout: float | None) -> bool:
-    poller = select.poll()
-    poller.register(fd, select.POLLIN)
-    # PEP 475: poll is retried after a signal handler that returns normally,
-    # with the timeout recomputed; a handler that raises propagates here.
-    return bool(poller.poll(None if timeout is None else timeout * 1000.0))
-
-
 class SharedCore:
     """Flag + reason in shared memory, wake-up on an fd: visible to every process."""
 
-    __slots__ = ("__weakref__", "_event", "_finalizer", "exposed", "read_fd", "slot",
+    __slots__ = ("__weakref__", "_finalizer", "_latch", "exposed", "read_fd", "slot",
                  "write_fd")
 
     def __init__(self, slot: _shm.Slot | None = None,
@@ -66,7 +60,7 @@ class SharedCore:
         # A core rebuilt from another process's is exposed from the start: that
         # process may wait on the fd.
         self.exposed = fds is not None
-        self._event: threading.Event | None = None  # waiters of an unexposed core
+        self._latch: Latch | None = None  # waiters of an unexposed core
 
     shared = True
 
@@ -86,10 +80,10 @@ class SharedCore:
                 signal_fd(self.write_fd)
 
     def wake_local(self) -> None:
-        """Wake this process's Event waiters (a stop seen by the watcher)."""
-        event = self._event
-        if event is not None and not event.is_set():
-            event.set()
+        """Wake this process's latch waiters (a stop seen by the watcher)."""
+        latch = self._latch
+        if latch is not None:
+            latch.open()
 
     def set(self, reason: str | None) -> bool:
         """Mark stopped; True if this call did it (first stopper wins the reason)."""
@@ -107,9 +101,9 @@ class SharedCore:
             memory[offset] = 1
         if self.exposed:  # else no fd waiter anywhere: no system call (nor GIL release)
             signal_fd(self.write_fd)
-        event = self._event
-        if event is not None:
-            event.set()
+        latch = self._latch
+        if latch is not None:
+            latch.open()
         return first
 
     def reason(self) -> str | None:
@@ -123,17 +117,17 @@ class SharedCore:
         if self.is_set():
             return True
         if self.exposed:
-            _wait_readable(self.read_fd, timeout)
+            wait_readable(self.read_fd, timeout)
             return self.is_set()
-        event = self._event
-        if event is None:
+        latch = self._latch
+        if latch is None:
             with _local_lock:
-                if self._event is None:
-                    self._event = threading.Event()
-                event = self._event
-            if self.is_set():  # set() read no Event before we made it: look again
+                if self._latch is None:
+                    self._latch = Latch()
+                latch = self._latch
+            if self.is_set():  # set() read no latch before we made it: look again
                 return True
-        event.wait(timeout)
+        latch.wait(timeout)
         return self.is_set()
 
     def fileno(self) -> int:
@@ -157,19 +151,19 @@ def _rebuild_shared(slot: _shm.Slot, read: Any, write: Any) -> SharedCore:
 class LocalCore:
     """An in-process token state: cheap to create, cannot cross a process boundary.
 
-    Creating one is a bytearray and a few slots (~0.3 us): the Event that
+    Creating one is a bytearray and a few slots (~0.3 us): the latch that
     ``wait()`` needs and the pipe that ``fileno()`` needs are made on first
     use, under one lock shared by all local cores (they are rare calls).
     """
 
-    __slots__ = ("__weakref__", "_event", "_fds", "_reason", "flag")
+    __slots__ = ("__weakref__", "_fds", "_latch", "_reason", "flag")
 
     shared = False
 
     def __init__(self) -> None:
         self.flag = bytearray(1)
         self._reason: str | None = None
-        self._event: threading.Event | None = None
+        self._latch: Latch | None = None
         self._fds: tuple[int, int] | None = None
 
     def is_set(self) -> bool:
@@ -181,9 +175,9 @@ class LocalCore:
                 return False
             self._reason = reason
             self.flag[0] = 1
-            event, fds = self._event, self._fds
-        if event is not None:
-            event.set()
+            latch, fds = self._latch, self._fds
+        if latch is not None:
+            latch.open()
         if fds is not None:
             signal_fd(fds[1])
         return True
@@ -198,12 +192,12 @@ class LocalCore:
         if self.flag[0]:
             return True
         with _local_lock:
-            if self._event is None:
-                self._event = threading.Event()
+            if self._latch is None:
+                self._latch = Latch()
                 if self.flag[0]:
-                    self._event.set()
-            event = self._event
-        return event.wait(timeout)
+                    self._latch.open()
+            latch = self._latch
+        return latch.wait(timeout)
 
     def fileno(self) -> int:
         with _local_lock:

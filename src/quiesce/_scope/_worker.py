@@ -21,6 +21,7 @@ from quiesce._core._context import _current, caller_deadline
 from quiesce._core._deadline_timer import call_at
 from quiesce._core._ended_by import EndedBy
 from quiesce._core._errors import Stopped
+from quiesce._core._latch import Latch
 from quiesce._core._main_wait import in_slices
 from quiesce._core._thread_interrupt import ThreadGate
 from quiesce._core._token import StopToken
@@ -32,35 +33,35 @@ _done_lock = threading.Lock()
 class Done:
     """A worker's end, as a one-shot flag: `threading.Event`'s is_set/set/wait, cheaper.
 
-    Every worker's end sets it, but a waiter (`join`) is rare: setting an
-    Event takes its Condition's lock and notifies; here `set` is a store,
-    and an Event is made only for a waiter (under one module lock, then the
-    flag is read again, so a set racing the first waiter is never missed).
+    Every worker's end sets it, but a waiter (`join`) is rare: here `set`
+    is a store, and a latch (_latch: an Event without its Condition) is made
+    only for a waiter (under one module lock, then the flag is read again,
+    so a set racing the first waiter is never missed).
     """
 
-    __slots__ = ("_event", "flag")
+    __slots__ = ("_latch", "flag")
 
     def __init__(self) -> None:
         self.flag = False
-        self._event: threading.Event | None = None
+        self._latch: Latch | None = None
 
     def is_set(self) -> bool:
         return self.flag
 
     def set(self) -> None:
         self.flag = True
-        event = self._event
-        if event is not None:
-            event.set()
+        latch = self._latch
+        if latch is not None:
+            latch.open()
 
     def wait(self, timeout: float | None = None) -> bool:
         if self.flag:
             return True
         with _done_lock:
-            if self._event is None:
-                self._event = threading.Event()
-            event = self._event
-        return self.flag or event.wait(timeout)
+            if self._latch is None:
+                self._latch = Latch()
+            latch = self._latch
+        return self.flag or latch.wait(timeout)
 
 
 class Owner(Protocol):
