@@ -49,6 +49,7 @@ from collections.abc import Callable
 from multiprocessing.context import BaseContext
 
 import quiesce
+from _bytecode import ensure_quiesce_bytecode
 
 Measure = Callable[[], float]
 _flag = False
@@ -327,6 +328,7 @@ ROWS = ("stopped", "quiesce-stopped", "threads", "processes", "start", "wake", "
 
 
 def main() -> int:
+    ensure_quiesce_bytecode()  # as installed: see bench/_bytecode.py
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--rounds", type=int, default=7)
     parser.add_argument("--start-method", default="forkserver",

@@ -31,6 +31,8 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from _bytecode import ensure_quiesce_bytecode
+
 PATIENCE = 5.0
 HERE = os.path.dirname(os.path.abspath(__file__))
 
@@ -164,6 +166,7 @@ PROCESSES = ["concurrent.futures processes", "loky", "pebble ProcessPool",
 
 
 def main() -> int:
+    ensure_quiesce_bytecode()  # as installed: see bench/_bytecode.py
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--tasks", type=int, default=20_000)
     parser.add_argument("--rounds", type=int, default=5)
