@@ -7,6 +7,7 @@ import math
 import multiprocessing
 import os
 import resource
+import signal
 import subprocess
 import sys
 import textwrap
@@ -19,6 +20,7 @@ import pytest
 import quiesce
 from quiesce._scope._scope import Scope
 
+import pool_tasks
 from procs import state, wait_for, wait_for_file
 from targets import (
     cooperative,
@@ -82,11 +84,15 @@ def test_workers_run_with_fd_numbers_past_selects_limit(method: str) -> None:
         with Scope(grace=5, kill_after=1, mp_context=multiprocessing.get_context(method)) as scope:
             process = scope.process(wait_on_token)
             thread = scope.thread(wait_on_token)
-            assert process.pid is not None and process.alive
+            command = scope.popen(["sleep", "30"])
+            pool = scope.process_pool(1)
+            assert pool.submit(pool_tasks.add, 2, 3).result(timeout=30) == 5
+            assert process.pid is not None and process.alive and command.alive
             scope.stop("fds past 1024")
         assert process.result == "fds past 1024"
         assert thread.result == "fds past 1024"
         assert process.ended_by == "stopped"
+        assert command.exitcode == -signal.SIGTERM
     finally:
         for fd in fillers:
             os.close(fd)
