@@ -101,6 +101,12 @@ def test_keeps_interpreter_flags_and_module_mode() -> None:
     assert argv[-3:] == ["-m", "pkg.app", "--x"]
 
 
+def test_names_a_scope_s_worker_process_though_multiprocessing_no_longer_lists_it() -> None:
+    report, _ = doctor_report("scope-child")
+    children = report.split("child processes: ", 1)[1].split("quiesce pools", 1)[0]
+    assert "multiprocessing child 'scope-1/poll_forever-1'" in children, children
+
+
 def test_names_a_forked_multiprocessing_child_with_its_target_and_stack() -> None:
     """Issue #10: a forked child is named by its process name and target and shows its
     own Python stack, not the command line it inherited from the doctor's agent."""

@@ -50,6 +50,39 @@ def test_many_workers_ending_at_once_are_all_reaped_by_one_monitor(method: str) 
     assert _threads_named("quiesce-monitor") == ["quiesce-monitor"]  # none per worker
 
 
+
+@pytest.mark.parametrize("method", ["fork", "forkserver"])
+def test_another_thread_polling_multiprocessing_children_leaves_the_status_to_us(
+        method: str) -> None:
+    """multiprocessing polls every child it lists at each Process.start() and in
+    active_children(), from any thread. A poll racing ours for a fork server child's
+    status made an exit 0 read as 255 (one run in fifteen of the test above)."""
+    import multiprocessing
+
+    done = threading.Event()
+
+    def poll_children() -> None:
+        while not done.wait(0.0002):
+            multiprocessing.active_children()
+
+    poller = threading.Thread(target=poll_children)
+    poller.start()
+    try:
+        with quiesce.Scope(mp_context=method) as scope:
+            waiting = scope.process(targets.wait_for_stop)
+            # Deterministic half: multiprocessing does not list it, so cannot poll it.
+            assert multiprocessing.active_children() == []
+            workers = [scope.process(targets.square, i) for i in range(24)]
+            for worker in workers:
+                assert worker.join(30)
+            waiting.stop()
+    finally:
+        done.set()
+        poller.join(30)
+    assert [w.result for w in workers] == [i * i for i in range(24)]
+    assert [w.exitcode for w in workers] == [0] * 24
+    assert waiting.ended_by == "stopped"
+
 def test_workers_stopped_together_end_by_their_tokens() -> None:
     with quiesce.Scope(grace=5, kill_after=1, mp_context="forkserver") as scope:
         workers = [scope.process(targets.wait_for_stop) for _ in range(8)]

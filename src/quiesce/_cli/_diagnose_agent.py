@@ -204,10 +204,15 @@ def _cmdline(pid: int) -> str:
 
 
 def multiprocessing_children() -> list[Any]:
-    """The program's live ``multiprocessing.Process`` objects (none if it never imported it)."""
-    process = sys.modules.get("multiprocessing.process")
-    children = getattr(process, "_children", None) if process is not None else None
-    return [proc for proc in list(children or ()) if getattr(proc, "pid", None)]
+    """The program's live ``multiprocessing.Process`` objects (none if it never imported it):
+    multiprocessing's list, and the processes quiesce took off it (its scopes' and pools'
+    workers, which only quiesce polls: see ``_proc/_handle._unlist``)."""
+    found: list[Any] = []
+    for module, name in (("multiprocessing.process", "_children"),
+                         ("quiesce._proc._handle", "unlisted")):
+        holder = sys.modules.get(module)
+        found.extend(getattr(holder, name, None) or ())
+    return [proc for proc in found if getattr(proc, "pid", None)]
 
 
 def describe_process(proc: Any) -> str:

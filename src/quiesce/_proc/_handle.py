@@ -67,6 +67,7 @@ import signal
 import subprocess
 import threading
 import time
+import weakref
 from collections.abc import Callable, Iterator
 from typing import Any, final
 
@@ -160,6 +161,7 @@ class ProcessHandle:
             with contextlib.suppress(ImportError):
                 import hmac  # noqa: F401
         _launcher.launch(process.start)
+        _unlist(process)
         pid = process.pid
         assert pid is not None
         lock = threading.Lock()
@@ -571,6 +573,30 @@ _open_roots: dict[int, int] = {}
 
 def _is_open_root(pid: int, start: int) -> bool:
     return _open_roots.get(pid) == start
+
+
+def _unlist(process: multiprocessing.process.BaseProcess) -> None:
+    """Take a process we started off multiprocessing's list of children.
+
+    Every ``Process.start()``, in whatever thread, first polls each child on
+    that list (``_cleanup``), and so does ``active_children()``; a poll is
+    not thread-safe. Under the fork server two polls of one child race for
+    the one status message the server writes: the loser reads EOF and
+    records exit code 255 over the winner's (a test caught a worker that
+    exited 0 reported as 255, one run in fifteen); under fork another
+    thread's ``waitpid`` reaps our child before us. Off the list, only we
+    poll and reap it (under its reap lock); the scope, not multiprocessing's
+    exit handler, ends it at interpreter exit. Started an instant ago, it
+    cannot have exited while it was still listed. ``quiesce doctor`` finds
+    it in ``unlisted`` instead, to name it in its report.
+    """
+    children = getattr(multiprocessing.process, "_children", None)
+    if isinstance(children, set):
+        children.discard(process)
+    unlisted.add(process)
+
+
+unlisted: weakref.WeakSet[multiprocessing.process.BaseProcess] = weakref.WeakSet()
 
 
 def _status_taken_by_another_thread(process: multiprocessing.process.BaseProcess) -> int | None:
