@@ -97,6 +97,31 @@ def test_workers_run_with_fd_numbers_past_selects_limit(method: str) -> None:
         for fd in fillers:
             os.close(fd)
 
+
+def _interrupt() -> None:
+    raise KeyboardInterrupt  # what a SIGINT handler raises, at a chosen point
+
+
+@pytest.mark.parametrize("method", ["fork", "forkserver"])
+def test_an_interrupt_while_leaving_begins_the_ladder_does_not_lose_it(
+        method: str, tmp_path: Path) -> None:
+    """KeyboardInterrupt in the leaving thread between the workers' stops (here raised
+    by a worker token's callback, as a signal handler would at that point): the ladder
+    still runs, in a thread, and SIGKILLs the worker that ignores SIGTERM. Seen once in
+    CI as a worker never ended (tests/faults/test_fault_never_hang.py)."""
+    ready = tmp_path / "ready"
+    started = time.monotonic()
+    with pytest.raises(KeyboardInterrupt), \
+            Scope(grace=0.3, kill_after=0.5, mp_context=method) as scope:
+        stubborn = scope.process(ignore_sigterm_forever, str(ready))
+        wait_for_file(ready)
+        thread = scope.thread(wait_on_token)
+        thread.token.on_stop(_interrupt)  # stopped after the process's token
+    assert stubborn.join(0.3 + 0.5 + MARGIN), "the ladder was lost with the interrupt"
+    assert stubborn.ended_by == "killed"
+    assert thread.join(MARGIN) and thread.ended_by == "stopped"
+    assert time.monotonic() - started < 0.3 + 0.5 + MARGIN
+
 def test_seed_problem_2_thread_looping_forever_is_interrupted(tmp_path: Path) -> None:
     with Scope(grace=0.2, kill_after=0.2, interrupt_threads=True) as scope:
         worker = scope.thread(loop_forever, str(tmp_path / "ready"))

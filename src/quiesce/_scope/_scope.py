@@ -508,6 +508,10 @@ class Scope(ScopeLadder, AsyncScope):
         self._leaving_thread = threading.get_ident()  # a ladder we begin, we run (_begin_ladder)
         try:
             body_error = self._begin_exit(exc)
+        except BaseException:  # KeyboardInterrupt while the stop began the ladder
+            self._leaving_thread = None
+            self._rescue_ladder()
+            raise
         finally:
             self._leaving_thread = None
         self._wait_for_ladder()

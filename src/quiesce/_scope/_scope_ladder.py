@@ -10,7 +10,9 @@ and ``__exit__`` wait for it. Two exceptions:
   start costs more than most ladders. In the main thread the ladder waits
   in 50 ms slices, so signal handlers run. If a handler's exception
   (KeyboardInterrupt) interrupts it, the rest moves to a thread at the same
-  deadlines (``run_ladder(began=...)``) before the exception goes on.
+  deadlines (``run_ladder(began=...)``) before the exception goes on; so
+  it does if the exception lands while the stop is still beginning the
+  ladder (``_rescue_ladder``).
 * If the ladder thread cannot be started (a thread limit, no memory), the
   ladder is never lost: it is left pending, and the thread waiting for the
   scope (``__exit__``, ``join``, the interpreter's exit) runs it.
@@ -71,6 +73,7 @@ class ScopeLadder:
         self._ladder_done = threading.Event()
         self._ladder_started = False
         self._ladder_inline = False  # started, but no thread runs it: a waiter will
+        self._ladder_handed = False  # a thread runs it, or a waiter was told to
         self._ladder_began: float | None = None
         self._leaving_thread: int | None = None  # the thread in __exit__, while it stops us
 
@@ -94,9 +97,32 @@ class ScopeLadder:
             return
         self._start_ladder_thread()
 
+    def _rescue_ladder(self) -> None:
+        """The thread leaving the block was interrupted (a signal handler's
+        KeyboardInterrupt) while its stop began the ladder: before the
+        exception goes on, make sure the ladder still runs, in a thread.
+
+        The interruption can land before the scope's stop callback ran (the
+        token's callbacks claimed, then lost with the exception), between the
+        workers' stops, or after the ladder was left to this very thread,
+        which is about to leave instead of running it.
+        """
+        with self._lock:
+            begun = self._ladder_started
+            pending, self._ladder_inline = self._ladder_inline, False
+            handed = self._ladder_handed and not pending
+        if not begun:
+            self._token.stop(f"scope {self.name!r} exited")  # if the interruption came first
+            self._begin_ladder()  # unless that stop began it; not the leaving thread now
+        elif not handed:
+            if self._ladder_began is None:
+                self._ladder_began = time.monotonic()
+            self._start_ladder_thread()
+
     def _start_ladder_thread(self) -> None:
         try:
             run_ladder_job(self._run_ladder, f"quiesce-ladder-{self.name}")
+            self._ladder_handed = True
         except BaseException as exc:  # "can't start new thread" (nproc), MemoryError
             # Never promise a ladder nothing runs: the thread that waits for the scope
             # (__exit__, join, interpreter exit) runs it instead.
@@ -107,7 +133,7 @@ class ScopeLadder:
 
     def _leave_ladder_to_waiter(self) -> None:
         with self._changed:
-            self._ladder_inline = True
+            self._ladder_inline = self._ladder_handed = True
             self._changed.notify_all()
         if self._async_waiters:
             self._wake_async()
