@@ -3,7 +3,8 @@
 Run: .venv/bin/python bench/bench_limits.py [--rounds R] [--start-method M] [--only ROW ...]
 
 ``--only`` runs just the named rows (``stopped``, ``quiesce-stopped``,
-``threads``, ``processes``, ``start``, ``wake``, ``import``, ``orphan``);
+``threads``, ``processes``, ``processes-cpu``, ``start``, ``wake``,
+``import``, ``orphan``);
 without it, every row runs.
 
 Each row times quiesce and its baseline in the same run, taking turns round
@@ -22,6 +23,10 @@ Rows:
 * 100 threads waiting on their tokens: scope exit vs ``Event.set()`` + join;
 * 8 processes waiting on their tokens: scope exit vs
   ``multiprocessing.Event.set()`` + join;
+* the CPU behind that row, under fork (the only start method whose
+  children are ours to account): the owner's, and each child's from the
+  stop to its exit (``getrusage``; no goal: on 2 cores the row's time is
+  about this CPU, halved);
 * ``scope.process(f)`` vs ``multiprocessing.Process(target=f).start()``
   (same start method; the time of the call that starts it);
 * ``scope.stop()`` -> a thread blocked in ``quiesce.sleep(10)`` returns vs
@@ -36,10 +41,13 @@ Pool throughput lives in bench_pools.py; CLI start-up in bench_startup.py.
 from __future__ import annotations
 
 import argparse
+import mmap
 import multiprocessing
 import os
+import resource
 import signal
 import statistics
+import struct
 import subprocess
 import sys
 import tempfile
@@ -185,6 +193,66 @@ def processes_scope(ctx: BaseContext) -> float:
     return time.perf_counter() - started
 
 
+# -- the CPU behind the 8-process row ------
+# Under fork the children are ours, so getrusage(RUSAGE_CHILDREN) counts each one's
+# CPU once it is reaped; each child writes the CPU it had spent when it was ready
+# into this anonymous shared mapping (inherited by fork), so what it spent from the
+# stop to its exit is the difference.
+_READY_CPU = mmap.mmap(-1, 8 * PROCESSES)
+
+
+def _note_ready_cpu(slot: int) -> None:
+    _READY_CPU[slot * 8:slot * 8 + 8] = struct.pack("d", time.process_time())
+
+
+def _ready_cpu_total() -> float:
+    return sum(struct.unpack(f"{PROCESSES}d", _READY_CPU[:]))
+
+
+def wait_mp_event_cpu(event: multiprocessing.synchronize.Event, ready: object, slot: int) -> None:
+    _note_ready_cpu(slot)
+    wait_mp_event(event, ready)
+
+
+def wait_token_cpu(ready: quiesce.StopToken, slot: int, token: quiesce.StopToken) -> None:
+    _note_ready_cpu(slot)
+    wait_token(ready, token)
+
+
+def _cpu(who: int) -> float:
+    usage = resource.getrusage(who)
+    return usage.ru_utime + usage.ru_stime
+
+
+def cpu_mp_event(ctx: BaseContext) -> tuple[float, float]:
+    """(owner CPU, children's CPU each) from the set() to the last join."""
+    event, ready = ctx.Event(), ctx.Semaphore(0)
+    procs = [ctx.Process(target=wait_mp_event_cpu, args=(event, ready, i))  # type: ignore[attr-defined]
+             for i in range(PROCESSES)]
+    for p in procs:
+        p.start()
+    for _ in procs:
+        ready.acquire()
+    owner, children = _cpu(resource.RUSAGE_SELF), _cpu(resource.RUSAGE_CHILDREN)
+    event.set()
+    for p in procs:
+        p.join()
+    spent = _cpu(resource.RUSAGE_CHILDREN) - children - _ready_cpu_total()
+    return _cpu(resource.RUSAGE_SELF) - owner, spent / PROCESSES
+
+
+def cpu_scope(ctx: BaseContext) -> tuple[float, float]:
+    readies = [quiesce.StopToken() for _ in range(PROCESSES)]
+    with quiesce.Scope(grace=5, kill_after=1, mp_context=ctx) as scope:
+        for i, ready in enumerate(readies):
+            scope.process(wait_token_cpu, ready, i)
+        for ready in readies:
+            ready.wait()
+        owner, children = _cpu(resource.RUSAGE_SELF), _cpu(resource.RUSAGE_CHILDREN)
+    spent = _cpu(resource.RUSAGE_CHILDREN) - children - _ready_cpu_total()
+    return _cpu(resource.RUSAGE_SELF) - owner, spent / PROCESSES
+
+
 # -- process start ------
 def noop() -> None:
     pass
@@ -323,8 +391,8 @@ def row(what: str, base_name: str, base: float, ours: float, goal: float | None)
 
 EVENTS_PER_ROUND = 5
 
-ROWS = ("stopped", "quiesce-stopped", "threads", "processes", "start", "wake", "import",
-        "orphan")
+ROWS = ("stopped", "quiesce-stopped", "threads", "processes", "processes-cpu", "start", "wake",
+        "import", "orphan")
 
 
 def main() -> int:
@@ -355,6 +423,17 @@ def main() -> int:
     if "processes" in only:
         b, q = take_turns(events, lambda: processes_mp_event(ctx), lambda: processes_scope(ctx))
         row(f"{PROCESSES} processes on tokens: scope exit", "mp.Event.set() + join", b, q, 1.2)
+    if "processes-cpu" in only:
+        fork = multiprocessing.get_context("fork")
+        base_cpu: list[tuple[float, float]] = []
+        ours_cpu: list[tuple[float, float]] = []
+        for _ in range(events):
+            base_cpu.append(cpu_mp_event(fork))
+            ours_cpu.append(cpu_scope(fork))
+        for i, who in enumerate(("owner", "each child")):
+            row(f"{PROCESSES} processes, CPU stop -> reaped (fork): {who}", "mp.Event.set() + join",
+                statistics.median(c[i] for c in base_cpu),
+                statistics.median(c[i] for c in ours_cpu), None)
     if "start" in only:
         b, q = take_turns(events, lambda: start_mp_process(ctx), lambda: start_scope_process(ctx))
         row("scope.process(f) start", "Process(target=f).start()", b, q, 1.3)
