@@ -7,7 +7,9 @@ Condition go again (Python frames and three lock operations per waiter),
 and each woken waiter must retake the Condition before it returns. When a
 scope stopped 100 thread workers, that was about 15 us a token in the
 stopping thread, against about 7 us a waiter for the one ``Event.set()``
-that wakes them all (``bench_limits.py --only threads``).
+that wakes them all; with the latch, about 12.5 us, of which about 8 us is
+the futex wake-up both pay (a profile of the scope's stop loop,
+2026-11-30; the row is ``bench_limits.py --only threads``).
 
 A latch keeps the private lock per waiter and drops the Condition: a
 waiter appends its own held lock to a list and sleeps on it; ``open``
