@@ -21,8 +21,9 @@ it). So nothing here signals a bare number:
   the exit it is a harmless ESRCH, whatever now owns the number. Without
   pidfd (macOS, Linux < 5.3): for a command, ``os.kill`` under Popen's wait
   lock while it is unreaped (an unreaped child's PID cannot be reused);
-  for a multiprocessing child (reaped behind our back by the fork server
-  or by any ``Process.start()``), psutil's create-time check.
+  for a multiprocessing child (reaped behind our back by the fork server,
+  or under fork by a ``waitpid(-1)`` of the program's own), psutil's
+  create-time check.
 * **The group** (number = root PID): ``killpg`` only for a command, under
   Popen's wait lock while the leader is unreaped (the leader pins the
   number, and only it could have made that group). Otherwise member by
@@ -186,8 +187,9 @@ class ProcessHandle:
             pass  # the child did it first (or exec'd: spawn); it does it itself anyway
         handle = None
         try:
-            # Never pins: the fork server reaps its children itself, and every
-            # Process.start() reaps exited siblings (multiprocessing's _cleanup).
+            # Never pins: the fork server reaps its children itself, and under fork
+            # another thread's Process.start() may have polled (reaped) it in the
+            # instant before _unlist, or the program may waitpid(-1).
             handle = cls(pid, tag, reap=reap, reap_lock=lock,
                          unreaped=lambda: not state["reaped"], pins=False,
                          sentinel=process.sentinel)
@@ -601,10 +603,12 @@ unlisted: weakref.WeakSet[multiprocessing.process.BaseProcess] = weakref.WeakSet
 
 def _status_taken_by_another_thread(process: multiprocessing.process.BaseProcess) -> int | None:
     """``process.join()`` returned and ``exitcode`` is still None: under fork,
-    another thread's ``Process.start()`` polled every child (multiprocessing's
-    ``_cleanup``) and its ``waitpid`` won the race with ours, which got ECHILD.
-    That thread records the status a moment later: wait for it (bounded;
-    None if it never comes)."""
+    another thread's ``Process.start()`` polled every listed child
+    (multiprocessing's ``_cleanup``) in the instant before ``_unlist`` took
+    this one off the list, and its ``waitpid`` won the race with ours, which
+    got ECHILD. That thread records the status a moment later: wait for it
+    (bounded; None if it never comes, as after the program's own
+    ``waitpid(-1)``)."""
     deadline = time.monotonic() + 1.0
     while process.exitcode is None and time.monotonic() < deadline:
         time.sleep(0.001)
